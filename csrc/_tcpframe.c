@@ -26,6 +26,38 @@
 static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
 #endif
 
+/* The pending exception as one object: 3.12's API, emulated before it. */
+static PyObject *
+take_exception(void)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    if (type == NULL) {
+        return NULL;
+    }
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (tb != NULL) {
+        PyException_SetTraceback(value, tb);
+    }
+    Py_DECREF(type);
+    Py_XDECREF(tb);
+    return value;
+#endif
+}
+
+static void
+put_exception(PyObject *exc)
+{
+#if PY_VERSION_HEX >= 0x030C0000
+    PyErr_SetRaisedException(exc);
+#else
+    PyErr_Restore(Py_NewRef((PyObject *)Py_TYPE(exc)), exc, PyException_GetTraceback(exc));
+#endif
+}
+
 typedef struct {
     PyObject *socket_type;      /* socket.socket: the one type whose fd we drive */
     PyObject *socket_timeout;   /* socket.timeout, raised by wrapped sockets */
@@ -190,12 +222,7 @@ stream_close(Stream *s)
     if (!s->timeout_changed) {
         return 0;
     }
-#if PY_VERSION_HEX >= 0x030C0000
-    PyObject *pending = PyErr_GetRaisedException();
-#else
-    PyObject *type, *pending, *tb;
-    PyErr_Fetch(&type, &pending, &tb);
-#endif
+    PyObject *pending = take_exception();
     PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "d", s->timeout);
     Py_XDECREF(r);
     if (pending == NULL) {
@@ -204,11 +231,7 @@ stream_close(Stream *s)
     if (r == NULL) {
         PyErr_Clear();      /* the first error is the one worth reporting */
     }
-#if PY_VERSION_HEX >= 0x030C0000
-    PyErr_SetRaisedException(pending);
-#else
-    PyErr_Restore(type, pending, tb);
-#endif
+    put_exception(pending);
     return -1;
 }
 
@@ -381,12 +404,41 @@ sync_advice(const Progress *p)
         : "the stream is no longer on a frame boundary: close the connection";
 }
 
+/* A signal handler (or a wrapped socket's method) raised mid-transfer: its
+ * exception goes out unchanged, with a note (3.11+) of how far the transfer
+ * got, so that even a Ctrl-C says what was cut. */
+static void
+note_progress(const Progress *p, const char *verb)
+{
+    if (p->done == 0) {
+        return;
+    }
+#if PY_VERSION_HEX >= 0x030B0000
+    PyObject *exc = take_exception();
+    if (exc == NULL) {
+        return;
+    }
+    PyObject *note = PyUnicode_FromFormat(
+        "tcpframe: interrupted after %s %zu of %S bytes of the %s; the stream is "
+        "no longer on a frame boundary", verb, p->done, p->expected, p->what);
+    PyObject *r = note ? PyObject_CallMethod(exc, "add_note", "N", note) : NULL;
+    if (r == NULL) {
+        PyErr_Clear();      /* the original exception matters more */
+    }
+    Py_XDECREF(r);
+    put_exception(exc);
+#else
+    (void)verb;     /* no add_note before 3.11 */
+#endif
+}
+
 /* Turn a failed receive into its exception; `rest` holds the bytes received
  * after the prefix.  TF_ABORTED means a Python exception is already set. */
 static void
 raise_recv_failure(Stream *s, tf_status status, const Progress *p, const char *rest)
 {
     if (status == TF_ABORTED) {
+        note_progress(p, "receiving");
         return;
     }
     if (status == TF_ERRNO) {
@@ -429,6 +481,7 @@ static void
 raise_send_failure(Stream *s, tf_status status, const Progress *p)
 {
     if (status == TF_ABORTED) {
+        note_progress(p, "sending");
         return;
     }
     if (status == TF_ERRNO) {

@@ -114,6 +114,16 @@ tf_recv_some(tf_io *io, void *buf, size_t n, size_t *got)
     return r == 0 ? TF_EOF : TF_OK;
 }
 
+/* A signal that lands while a call is moving data does not make it fail with
+ * EINTR: the call returns the partial count and the next one may block for
+ * good.  So between the pieces of a transfer, give pending handlers their
+ * turn (CPython's sock_sendall does the same after each partial write). */
+static tf_status
+between_pieces(tf_io *io)
+{
+    return io->hooks->interrupted(io->hooks) ? TF_ABORTED : TF_OK;
+}
+
 tf_status
 tf_recv_exact(tf_io *io, void *buf, size_t n, size_t *done)
 {
@@ -124,6 +134,9 @@ tf_recv_exact(tf_io *io, void *buf, size_t n, size_t *done)
             return st;
         }
         *done += got;
+        if (*done < n && between_pieces(io) != TF_OK) {
+            return TF_ABORTED;
+        }
     }
     return TF_OK;
 }
@@ -150,7 +163,7 @@ tf_send_iov(tf_io *io, struct iovec *iov, int iovcnt, size_t *done)
             return st;
         }
         *done += (size_t)r;
-        /* A partial write: advance the vector past the bytes that left. */
+        /* Advance the vector past the bytes that left. */
         size_t sent = (size_t)r;
         while (sent > 0) {
             size_t step = sent < iov->iov_len ? sent : iov->iov_len;
@@ -161,6 +174,9 @@ tf_send_iov(tf_io *io, struct iovec *iov, int iovcnt, size_t *done)
                 iov++;
                 iovcnt--;
             }
+        }
+        if (iovcnt > 0 && between_pieces(io) != TF_OK) {
+            return TF_ABORTED;
         }
     }
 }

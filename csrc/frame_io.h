@@ -17,8 +17,8 @@ typedef struct tf_hooks tf_hooks;
 struct tf_hooks {
     void (*release)(tf_hooks *hooks);     /* before a call that may block */
     void (*acquire)(tf_hooks *hooks);     /* right after it */
-    /* After EINTR, with the lock held: nonzero stops the transfer (a signal
-     * handler raised), zero retries with the time that is left. */
+    /* After EINTR, and between the pieces of a transfer, with the lock held:
+     * nonzero stops the transfer (a signal handler raised), zero goes on. */
     int (*interrupted)(tf_hooks *hooks);
 };
 
