@@ -278,9 +278,16 @@ call_with_view(PyObject *sock, const char *method, char *buf, Py_ssize_t len, in
         return NULL;
     }
     PyObject *r = PyObject_CallMethod(sock, method, "O", view);
+    PyObject *pending = r == NULL ? take_exception() : NULL;
     PyObject *released = PyObject_CallMethod(view, "release", NULL);
     Py_DECREF(view);
-    if (released == NULL) {
+    if (pending != NULL) {
+        Py_XDECREF(released);
+        PyErr_Clear();      /* the method's own error is the one to report */
+        put_exception(pending);
+        return NULL;
+    }
+    if (released == NULL) {     /* the method kept an export of our memory */
         Py_XDECREF(r);
         return NULL;
     }

@@ -1,0 +1,140 @@
+/* Unit tests of the plain-C core, with no Python anywhere: built and run by
+ * tests/test_c_core.py.  Prints "N passed, 0 failed" and exits 0 on success. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "frame_header.h"
+#include "frame_io.h"
+
+static int passed, failed;
+#define CHECK(cond) do { if (cond) passed++; else { failed++; \
+    fprintf(stderr, "%s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond); } } while (0)
+
+static void
+test_header(void)
+{
+    unsigned char h[TF_HEADER_SIZE];
+    size_t n = 0;
+    CHECK(tf_encode_header(0, h) == 0 && memcmp(h, "00000000", 8) == 0);
+    CHECK(tf_encode_header(12345, h) == 0 && memcmp(h, "00012345", 8) == 0);
+    CHECK(tf_encode_header(TF_MAX_SIZE, h) == 0 && memcmp(h, "99999999", 8) == 0);
+    CHECK(tf_encode_header(TF_MAX_SIZE + 1, h) == -1);
+    CHECK(tf_decode_header((const unsigned char *)"00012345", &n) == 0 && n == 12345);
+    CHECK(tf_decode_header((const unsigned char *)"99999999", &n) == 0 && n == TF_MAX_SIZE);
+    /* Every byte value at every position: only '0'..'9' pass. */
+    int wrong = 0;
+    for (int pos = 0; pos < 8; pos++) {
+        for (int v = 0; v < 256; v++) {
+            memcpy(h, "00000000", 8);
+            h[pos] = (unsigned char)v;
+            int ok = tf_decode_header(h, &n) == 0;
+            wrong += ok != (v >= '0' && v <= '9');
+        }
+    }
+    CHECK(wrong == 0);
+    /* Round trip over a spread of sizes. */
+    int mismatches = 0;
+    for (size_t k = 0; k <= TF_MAX_SIZE; k += 99991) {
+        tf_encode_header(k, h);
+        mismatches += tf_decode_header(h, &n) != 0 || n != k;
+    }
+    CHECK(mismatches == 0);
+}
+
+typedef struct {
+    int fd;
+    size_t len;
+    unsigned char *got;
+    size_t done;
+    tf_status status;
+} reader_args;
+
+static void *
+reader(void *p)
+{
+    reader_args *a = p;
+    tf_io io = {a->fd, TF_NO_DEADLINE, &tf_no_hooks, 0};
+    a->status = tf_recv_exact(&io, a->got, a->len, &a->done);
+    return NULL;
+}
+
+static void
+test_vectored_send_with_partial_writes(void)
+{
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    int small = 4096;   /* small buffers force many partial writes */
+    setsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &small, sizeof small);
+    setsockopt(sv[1], SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+
+    size_t len = 3 << 20;
+    unsigned char *payload = malloc(len);
+    for (size_t i = 0; i < len; i++) {
+        payload[i] = (unsigned char)(i * 31 + 7);
+    }
+    unsigned char header[TF_HEADER_SIZE];
+    tf_encode_header(len, header);
+    reader_args a = {sv[1], TF_HEADER_SIZE + len, malloc(TF_HEADER_SIZE + len), 0, TF_OK};
+    pthread_t t;
+    pthread_create(&t, NULL, reader, &a);
+
+    struct iovec iov[3] = {{header, TF_HEADER_SIZE}, {NULL, 0}, {payload, len}};
+    tf_io io = {sv[0], TF_NO_DEADLINE, &tf_no_hooks, 0};
+    size_t done = 0;
+    CHECK(tf_send_iov(&io, iov, 3, &done) == TF_OK);
+    CHECK(done == TF_HEADER_SIZE + len);
+    pthread_join(t, NULL);
+    CHECK(a.status == TF_OK && a.done == TF_HEADER_SIZE + len);
+    CHECK(memcmp(a.got, header, TF_HEADER_SIZE) == 0);
+    CHECK(memcmp(a.got + TF_HEADER_SIZE, payload, len) == 0);
+    free(payload);
+    free(a.got);
+    close(sv[0]);
+    close(sv[1]);
+}
+
+static void
+test_deadline_eof_and_errors(void)
+{
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+    fcntl(sv[1], F_SETFL, O_NONBLOCK);
+    unsigned char buf[16];
+    size_t done = 0;
+
+    /* Nothing arrives: the deadline ends the call. */
+    tf_io io = {sv[1], tf_monotonic_ns() + 50 * 1000000LL, &tf_no_hooks, 0};
+    int64_t start = tf_monotonic_ns();
+    CHECK(tf_recv_exact(&io, buf, sizeof buf, &done) == TF_TIMEOUT);
+    int64_t waited = tf_monotonic_ns() - start;
+    CHECK(waited >= 45 * 1000000LL && done == 0);
+
+    /* Part arrives, then the peer closes: EOF, with the part counted. */
+    CHECK(write(sv[0], "abc", 3) == 3);
+    close(sv[0]);
+    io.deadline_ns = TF_NO_DEADLINE;
+    CHECK(tf_recv_exact(&io, buf, sizeof buf, &done) == TF_EOF);
+    CHECK(done == 3 && memcmp(buf, "abc", 3) == 0);
+    close(sv[1]);
+
+    /* A closed descriptor: the errno comes back. */
+    tf_io bad = {sv[1], TF_NO_DEADLINE, &tf_no_hooks, 0};
+    size_t got = 0;
+    CHECK(tf_recv_some(&bad, buf, 1, &got) == TF_ERRNO && bad.error == EBADF);
+}
+
+int
+main(void)
+{
+    test_header();
+    test_vectored_send_with_partial_writes();
+    test_deadline_eof_and_errors();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed != 0;
+}

@@ -1,0 +1,61 @@
+"""Memory follows the bytes received, not the length announced."""
+import subprocess
+import sys
+import textwrap
+
+# Run in a fresh interpreter so that its peak RSS says only what this does.
+PROBE = textwrap.dedent(
+    """
+    import resource, socket, threading, tcpframe
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    chunk = bytes(1 << 20)
+
+    def peer(announce, chunks):
+        tcpframe.send_all(client, tcpframe.encode_header(announce))
+        for _ in range(chunks):
+            tcpframe.send_all(client, chunk)
+        tcpframe.send_all(client, b"x" * 10)
+        client.close()
+
+    def peak_kib():
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    announce, chunks = {args}
+    t = threading.Thread(target=peer, args=(announce, chunks))
+    before = peak_kib()
+    t.start()
+    try:
+        got = tcpframe.read_bytes(server)
+        outcome = len(got)
+    except tcpframe.ConnectionClosed as exc:
+        outcome = len(exc.partial)
+    t.join()
+    print(outcome, peak_kib() - before)
+    """
+)
+
+
+def probe(announce, chunks):
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.replace("{args}", f"{announce}, {chunks}")],
+        capture_output=True, text=True, timeout=120, check=True,
+    ).stdout.split()
+    return int(out[0]), int(out[1]) * 1024
+
+
+def test_huge_announcement_with_little_data_costs_little():
+    received, growth = probe(99_999_999, 0)
+    assert received == 8 + 10
+    assert growth < 4 << 20, f"peak RSS grew {growth >> 20} MiB for 18 bytes"
+
+
+def test_sixty_four_mib_frame_needs_no_extra_copy():
+    size = (64 << 20) + 10
+    received, growth = probe(size, 64)
+    assert received == size
+    # A second full copy would make this 128 MiB or more.
+    assert growth < 1.5 * size, f"peak RSS grew {growth / size:.2f}x the frame"
