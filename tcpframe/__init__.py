@@ -10,7 +10,10 @@ The "TCP with Python" lesson's helpers, done right:
 Byte loops: send_all, receive_all, receive_into (lesson names send_all_bytes,
 receive_all_bytes, read_all_bytes are aliases).  Frames: send_bytes,
 read_bytes, send_string, read_string, encode_header, decode_header.
-Errors: ConnectionClosed, FrameError, FrameTooLarge, TransferTimeout.
+Objects: send_object, read_object (JSON, or pickle restricted to plain data).
+Errors: ConnectionClosed, FrameError, FrameTooLarge, TransferTimeout,
+UnsafePickle.  A server: tcpframe.server.Server.  The lesson's exercise:
+tcpframe.average.  Command line: python -m tcpframe --help.
 """
 
 __version__ = "0.1.0"
@@ -38,6 +41,8 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         "extension into the tree); otherwise reinstall with `pip install tcpframe`."
     ) from exc
 
+from .objects import SafeUnpickler, UnsafePickle, read_object, send_object  # noqa: E402
+
 # The lesson's names for the same functions.
 send_all_bytes = send_all
 receive_all_bytes = receive_all
@@ -49,11 +54,14 @@ __all__ = [
     "ConnectionClosed",
     "FrameError",
     "FrameTooLarge",
+    "SafeUnpickler",
     "TransferTimeout",
+    "UnsafePickle",
     "decode_header",
     "encode_header",
     "read_all_bytes",
     "read_bytes",
+    "read_object",
     "read_string",
     "receive_all",
     "receive_all_bytes",
@@ -61,5 +69,6 @@ __all__ = [
     "send_all",
     "send_all_bytes",
     "send_bytes",
+    "send_object",
     "send_string",
 ]

@@ -1,0 +1,147 @@
+"""Objects over frames: JSON, and pickle restricted to plain data."""
+import json
+import os
+import pickle
+
+import pytest
+
+import lesson_helpers as lesson
+import tcpframe
+from tcpframe import UnsafePickle
+
+PLAIN = [
+    None, True, False, 0, -7, 2**100, 1.5, float("inf"), 3 + 4j, "text ✓",
+    b"\x00bytes", bytearray(b"ba"), [1, [2, [3]]], (1, (2,)), {"k": [1, 2]},
+    {1, 2, 3}, frozenset({"a"}), {(1, 2): {3}},
+]
+
+
+def test_json_round_trip(tcp_pair):
+    client, server = tcp_pair
+    obj = {"numbers": [1, 2.5, -3], "name": "é", "ok": True, "none": None}
+    tcpframe.send_object(client, obj)
+    assert tcpframe.read_object(server) == obj
+
+
+def test_json_payload_is_what_a_student_can_read(tcp_pair):
+    client, server = tcp_pair
+    tcpframe.send_object(client, [1, 2, 3])
+    assert json.loads(lesson.read_string(server)) == [1, 2, 3]
+    lesson.send_string(client, json.dumps({"average": 2.0}))
+    assert tcpframe.read_object(server) == {"average": 2.0}
+
+
+def test_not_json_serialisable_raises_before_sending(tcp_pair):
+    client, server = tcp_pair
+    for bad in [{1, 2}, object(), float("nan"), b"bytes"]:
+        with pytest.raises(TypeError, match=r"codec='json'\) cannot send"):
+            tcpframe.send_object(client, bad)
+    server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        server.recv(1)
+
+
+def test_unpicklable_raises_type_error_before_sending(tcp_pair):
+    client, server = tcp_pair
+    with pytest.raises(TypeError, match="cannot pickle"):
+        tcpframe.send_object(client, lambda: 1, codec="pickle")
+    with pytest.raises(TypeError):
+        tcpframe.send_object(client, client, codec="pickle")
+    server.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        server.recv(1)
+
+
+@pytest.mark.parametrize("protocol", range(0, pickle.HIGHEST_PROTOCOL + 1))
+def test_plain_data_unpickles_from_every_protocol(tcp_pair, protocol):
+    client, server = tcp_pair
+    tcpframe.send_bytes(client, pickle.dumps(PLAIN, protocol=protocol))
+    assert tcpframe.read_object(server, codec="pickle") == PLAIN
+
+
+def test_pickle_round_trip(tcp_pair):
+    client, server = tcp_pair
+    tcpframe.send_object(client, PLAIN, codec="pickle")
+    assert tcpframe.read_object(server, codec="pickle") == PLAIN
+
+
+class Exploit:
+    """The classic: unpickling calls os.system(...)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command,))
+
+
+def test_malicious_pickle_runs_nothing(tcp_pair, tmp_path):
+    client, server = tcp_pair
+    marker = tmp_path / "pwned"
+    tcpframe.send_bytes(client, pickle.dumps(Exploit(f"touch {marker}")))
+    with pytest.raises(UnsafePickle) as info:
+        tcpframe.read_object(server, codec="pickle")
+    assert not marker.exists()
+    assert isinstance(info.value, pickle.UnpicklingError)
+    assert info.value.global_name in ("posix.system", "os.system", "nt.system")
+    assert "trusted=True" in str(info.value)
+    # The frame was consumed whole: the stream is still in sync.
+    tcpframe.send_object(client, [1], codec="pickle")
+    assert tcpframe.read_object(server, codec="pickle") == [1]
+
+
+@pytest.mark.parametrize("payload, refused", [
+    (pickle.dumps(pytest.approx(1)), "approx"),
+    (pickle.dumps(Exploit("x"), protocol=0), "system"),
+    (b"cbuiltins\neval\n(S'1+1'\ntR.", "builtins.eval"),
+    (b"c__builtin__\nbytearray\n(I99999999999\ntR.", "bytearray with a size"),
+    (b"c_codecs\nencode\n(S'x'\nS'rot13'\ntR.", "another codec"),
+    (b"(I1\nP1\n.", "persistent id"),
+])
+def test_other_globals_are_refused(tcp_pair, payload, refused):
+    client, server = tcp_pair
+    tcpframe.send_bytes(client, payload)
+    with pytest.raises(UnsafePickle, match=refused):
+        tcpframe.read_object(server, codec="pickle")
+
+
+def test_trusted_pickle_allows_classes(tcp_pair):
+    client, server = tcp_pair
+    tcpframe.send_object(client, pytest.approx(1.0), codec="pickle")
+    assert tcpframe.read_object(server, codec="pickle", trusted=True) == 1.0
+
+
+def test_unknown_codec(tcp_pair):
+    client, server = tcp_pair
+    with pytest.raises(ValueError, match="unknown codec 'xml'"):
+        tcpframe.send_object(client, 1, codec="xml")
+    with pytest.raises(ValueError, match="unknown codec"):
+        tcpframe.read_object(server, codec="xml")
+
+
+def test_read_object_limits_size(tcp_pair):
+    client, server = tcp_pair
+    tcpframe.send_object(client, "x" * 100)
+    with pytest.raises(tcpframe.FrameTooLarge):
+        tcpframe.read_object(server, max_size=50)
+
+
+def test_bad_json_is_a_value_error_and_keeps_sync(tcp_pair):
+    client, server = tcp_pair
+    tcpframe.send_bytes(client, b"{not json")
+    tcpframe.send_object(client, "fine")
+    with pytest.raises(ValueError):
+        tcpframe.read_object(server)
+    assert tcpframe.read_object(server) == "fine"
+
+
+def test_unsafe_pickle_error_pickles():
+    err = pickle.loads(pickle.dumps(UnsafePickle("os.system")))
+    assert err.global_name == "os.system"
+
+
+def test_deep_nesting_is_bounded(tcp_pair):
+    client, server = tcp_pair
+    tcpframe.send_bytes(client, b"[" * 100000 + b"]" * 100000)
+    with pytest.raises(RecursionError):
+        tcpframe.read_object(server)
