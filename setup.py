@@ -8,8 +8,16 @@ import os
 
 from setuptools import Extension, setup
 
-SOURCES = ["csrc/_tcpframe.c", "csrc/frame_header.c", "csrc/frame_io.c"]
-HEADERS = ["csrc/frame_header.h", "csrc/frame_io.h"]
+SOURCES = [
+    "csrc/_tcpframe.c",
+    "csrc/binding_stream.c",
+    "csrc/binding_connection.c",
+    "csrc/binding_decoder.c",
+    "csrc/frame_header.c",
+    "csrc/frame_io.c",
+    "csrc/frame_decoder.c",
+]
+HEADERS = ["csrc/binding.h", "csrc/frame_header.h", "csrc/frame_io.h", "csrc/frame_decoder.h"]
 
 cflags = ["-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Wno-missing-field-initializers"]
 if os.environ.get("TCPFRAME_STRICT") == "1":

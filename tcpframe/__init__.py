@@ -10,6 +10,7 @@ The "TCP with Python" lesson's helpers, done right:
 Byte loops: send_all, receive_all, receive_into (lesson names send_all_bytes,
 receive_all_bytes, read_all_bytes are aliases).  Frames: send_bytes,
 read_bytes, send_string, read_string, encode_header, decode_header.
+Buffered, batched: Connection (and the sans-IO Decoder, encode_frame).
 Objects: send_object, read_object (JSON, or pickle restricted to plain data).
 Errors: ConnectionClosed, FrameError, FrameTooLarge, TransferTimeout,
 UnsafePickle.  A server: tcpframe.server.Server.  The lesson's exercise:
@@ -42,6 +43,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     ) from exc
 
 from .objects import SafeUnpickler, UnsafePickle, read_object, send_object  # noqa: E402
+from .connection import Connection, Decoder, encode_frame  # noqa: E402
 
 # The lesson's names for the same functions.
 send_all_bytes = send_all
@@ -51,13 +53,16 @@ read_all_bytes = receive_all
 __all__ = [
     "HEADER_SIZE",
     "MAX_SIZE",
+    "Connection",
     "ConnectionClosed",
+    "Decoder",
     "FrameError",
     "FrameTooLarge",
     "SafeUnpickler",
     "TransferTimeout",
     "UnsafePickle",
     "decode_header",
+    "encode_frame",
     "encode_header",
     "read_all_bytes",
     "read_bytes",

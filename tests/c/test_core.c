@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "frame_decoder.h"
 #include "frame_header.h"
 #include "frame_io.h"
 
@@ -129,12 +130,66 @@ test_deadline_eof_and_errors(void)
     CHECK(tf_recv_some(&bad, buf, 1, &got) == TF_ERRNO && bad.error == EBADF);
 }
 
+static void
+test_decoder_every_split(void)
+{
+    /* Three frames, fed in two pieces split at every offset. */
+    const char *stream = "00000005hello0000000000000003abc";
+    size_t len = strlen(stream);
+    int bad = 0;
+    for (size_t cut = 0; cut <= len; cut++) {
+        tf_decoder d;
+        tf_decoder_init(&d, 100);
+        const char *want[] = {"hello", "", "abc"};
+        int got = 0;
+        for (int part = 0; part < 2; part++) {
+            const char *from = part ? stream + cut : stream;
+            size_t n = part ? len - cut : cut;
+            if (tf_decoder_feed(&d, from, n) != 0) {
+                bad++;
+            }
+            const unsigned char *p;
+            size_t plen, need;
+            while (tf_decoder_next(&d, &p, &plen, &need) == TF_DEC_FRAME) {
+                bad += got >= 3 || plen != strlen(want[got]) || memcmp(p, want[got], plen) != 0;
+                got++;
+            }
+        }
+        bad += got != 3 || tf_decoder_buffered(&d) != 0 || tf_decoder_needed(&d) != 8;
+        tf_decoder_free(&d);
+    }
+    CHECK(bad == 0);
+}
+
+static void
+test_decoder_errors(void)
+{
+    tf_decoder d;
+    tf_decoder_init(&d, 10);
+    const unsigned char *p;
+    size_t len, need;
+    CHECK(tf_decoder_feed(&d, "", 0) == 0);
+    CHECK(tf_decoder_next(&d, &p, &len, &need) == TF_DEC_NEED_MORE && need == 8);
+    CHECK(tf_decoder_feed(&d, "00000011", 8) == 0);
+    CHECK(tf_decoder_next(&d, &p, &len, &need) == TF_DEC_TOO_LARGE && len == 11);
+    CHECK(tf_decoder_needed(&d) == 0);
+    tf_decoder_free(&d);
+    tf_decoder_init(&d, 10);
+    CHECK(tf_decoder_feed(&d, "0000001x", 8) == 0);
+    CHECK(tf_decoder_next(&d, &p, &len, &need) == TF_DEC_BAD_HEADER);
+    CHECK(tf_decoder_next(&d, &p, &len, &need) == TF_DEC_BAD_HEADER);  /* sticky */
+    CHECK(tf_decoder_buffered(&d) == 8);
+    tf_decoder_free(&d);
+}
+
 int
 main(void)
 {
     test_header();
     test_vectored_send_with_partial_writes();
     test_deadline_eof_and_errors();
+    test_decoder_every_split();
+    test_decoder_errors();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
