@@ -20,6 +20,7 @@ import math
 import socket
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
+from .connection import Connection
 from .errors import ConnectionClosed, FrameError
 from .objects import read_object, send_object
 
@@ -59,7 +60,7 @@ Report = Callable[[Tuple[Any, ...], Any, Dict[str, Any]], None]
 
 
 def handle(
-    conn: socket.socket, address: Tuple[Any, ...], *, report: Optional[Report] = None
+    conn: Connection, address: Tuple[Any, ...], *, report: Optional[Report] = None
 ) -> None:
     """Serve one client: read a request, send its reply, until it hangs up.
 

@@ -2,9 +2,9 @@
 
     from tcpframe.server import Server
 
-    def handle(conn, address):          # a plain function of (socket, address)
-        while True:
-            tcpframe.send_string(conn, tcpframe.read_string(conn).upper())
+    def handle(conn, address):          # a function of (Connection, address)
+        for text in conn:               # each frame, until the client hangs up
+            conn.send_bytes(text.upper())
 
     with Server(handle, port=8888) as server:   # serving in the background
         print("listening on", server.address)
@@ -14,7 +14,9 @@
 Or ``Server(handle, port=8888).serve_forever()`` in the foreground: Ctrl-C
 stops it cleanly.
 
-One thread per client (the C core releases the GIL while it waits). A
+A handler gets a :class:`tcpframe.Connection` (the socket is
+``conn.socket``); the module's functions accept it too.  One thread per
+client (the C core releases the GIL while it waits).  A
 handler that raises, or a client that sends a bad frame, disconnects or goes
 silent past ``client_timeout``, closes that client only; it is logged to the
 ``tcpframe.server`` logger and the server keeps serving.
@@ -27,13 +29,15 @@ import socket
 import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from .connection import Connection
+from ._tcpframe import MAX_SIZE
 from .errors import ConnectionClosed, FrameError, TransferTimeout
 
 __all__ = ["Server", "Handler"]
 
 log = logging.getLogger("tcpframe.server")
 
-Handler = Callable[[socket.socket, Tuple[Any, ...]], None]
+Handler = Callable[[Connection, Tuple[Any, ...]], None]
 
 # accept() failures that mean "out of resources right now", not "stop".
 _TRANSIENT_ACCEPT_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -46,13 +50,14 @@ LINGER_SECONDS = 0.5
 LINGER_BYTES = 1 << 16
 
 
-def _lingering_close(conn: socket.socket) -> None:
+def _lingering_close(conn: Connection) -> None:
     try:
-        conn.shutdown(socket.SHUT_WR)
-        conn.settimeout(LINGER_SECONDS)
+        sock = conn.socket
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(LINGER_SECONDS)
         drained = 0
         while drained < LINGER_BYTES:
-            chunk = conn.recv(LINGER_BYTES)
+            chunk = sock.recv(LINGER_BYTES)
             if not chunk:
                 break
             drained += len(chunk)
@@ -64,10 +69,10 @@ def _lingering_close(conn: socket.socket) -> None:
 
 class Server:
     """Server(handler, host="127.0.0.1", port=0, *, client_timeout=None,
-    max_clients=256, backlog=128)
+    max_clients=256, max_size=MAX_SIZE, backlog=128)
 
     Listen on (host, port) and run handler(conn, address) in a thread for
-    each client.  port=0 picks a free port: read it from ``address``.
+    each client, conn a Connection whose reads default to ``max_size``.  port=0 picks a free port: read it from ``address``.
     Address reuse is on, so a restart does not meet "Address already in
     use"; TCP_NODELAY is on for every client.  ``client_timeout`` (seconds)
     is each client socket's timeout, so a silent client is dropped.  Past
@@ -82,16 +87,18 @@ class Server:
         *,
         client_timeout: Optional[float] = None,
         max_clients: int = 256,
+        max_size: int = MAX_SIZE,
         backlog: int = 128,
     ) -> None:
         self._handler = handler
+        self._max_size = max_size
         self._client_timeout = client_timeout
         self._max_clients = max_clients
         # create_server turns SO_REUSEADDR on (POSIX): restarts just work.
         self._listener = socket.create_server((host, port), backlog=backlog)
         self._listener.setblocking(False)
         self._wake_r, self._wake_w = socket.socketpair()
-        self._clients: Dict[socket.socket, threading.Thread] = {}
+        self._clients: Dict[Connection, threading.Thread] = {}
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -178,23 +185,24 @@ class Server:
             log.info("%s gone before it was served: %s", address, exc)
             conn.close()
             return
+        client = Connection(conn, max_size=self._max_size)
         with self._lock:
             full = len(self._clients) >= self._max_clients
             if not full:
                 thread = threading.Thread(
                     target=self._serve_client,
-                    args=(conn, address),
+                    args=(client, address),
                     name=f"tcpframe-client-{address[1]}",
                     daemon=True,
                 )
-                self._clients[conn] = thread
+                self._clients[client] = thread
         if full:
             log.warning("%s refused: already serving max_clients=%d", address, self._max_clients)
-            conn.close()
+            client.close()
             return
         thread.start()
 
-    def _serve_client(self, conn: socket.socket, address: Tuple[Any, ...]) -> None:
+    def _serve_client(self, conn: Connection, address: Tuple[Any, ...]) -> None:
         try:
             self._handler(conn, address)
         except ConnectionClosed as exc:
@@ -224,9 +232,9 @@ class Server:
         for conn, _ in clients:
             try:
                 # Wakes a handler blocked in recv(); close() alone would not.
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # the client is already gone
+                conn.socket.shutdown(socket.SHUT_RDWR)
+            except (OSError, ValueError):
+                pass  # the client is already gone (or its Connection closed)
         for _, thread in clients:
             thread.join(timeout)
             if thread.is_alive():

@@ -141,7 +141,8 @@ def test_client_sockets_have_nodelay():
     seen = []
 
     def handler(conn, address):
-        seen.append(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        assert isinstance(conn, tcpframe.Connection)
+        seen.append(conn.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
         tcpframe.send_string(conn, "ok")
 
     with Server(handler) as server, connect(server) as c:
