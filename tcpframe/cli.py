@@ -140,6 +140,12 @@ def cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    return bench.report_main(args.quick, args.rounds, args.json, args.plot)
+
+
 def cmd_echo(args: argparse.Namespace) -> int:
     text = " ".join(args.text)
     try:
@@ -207,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("text", nargs="+", help="words to send (joined by spaces)")
     add_address(sub, listening=False)
     sub.set_defaults(func=cmd_echo)
+
+    sub = commands.add_parser(
+        "bench", help="measure tcpframe against the alternatives and plain C",
+        description="Benchmark on loopback, one process per side: a plain-C reference, "
+        "tcpframe's functions and Connection, sendall+recv_into, multiprocessing.connection, "
+        "pyzmq (if installed) and the lesson's helpers.",
+    )
+    sub.add_argument("--quick", action="store_true", help="small counts, one round")
+    sub.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
+    sub.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    sub.add_argument("--plot", metavar="FILE", help="also draw a PNG chart (needs matplotlib)")
+    sub.set_defaults(func=cmd_bench)
     return parser
 
 

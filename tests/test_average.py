@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-import lesson_helpers as lesson
+from tcpframe import lesson
 import tcpframe
 from tcpframe import average as avg
 from tcpframe.server import Server

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-import lesson_helpers as lesson
+from tcpframe import lesson
 
 TIMEOUT = 60
 

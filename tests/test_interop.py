@@ -1,7 +1,7 @@
 """Wire compatibility, both ways, with the lesson's own hand-typed helpers."""
 import time
 
-import lesson_helpers as lesson
+from tcpframe import lesson
 import tcpframe
 
 

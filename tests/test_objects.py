@@ -6,7 +6,7 @@ import pickle
 
 import pytest
 
-import lesson_helpers as lesson
+from tcpframe import lesson
 import tcpframe
 from tcpframe import UnsafePickle
 

@@ -1,7 +1,9 @@
-"""The lesson's hand-typed helpers, as a student types them (typos fixed).
-
-Kept verbatim in spirit so the interop tests prove tcpframe speaks exactly
-the wire format a student's own code speaks.
+"""The lesson's hand-typed helpers, exactly as a student types them in
+(only the slide's typos fixed).  Pure Python and deliberately unimproved:
+tcpframe's tests use them to prove wire compatibility both ways, and the
+benchmark measures them.  Use the C versions (``tcpframe.send_all`` ...)
+for real work: ``send_string`` here sends header and body in two calls,
+which stalls request/response exchanges on Nagle's algorithm.
 """
 
 

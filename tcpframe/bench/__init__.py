@@ -1,0 +1,259 @@
+"""The benchmark: tcpframe against every alternative and a plain-C reference.
+
+``python -m tcpframe bench [--quick] [--plot FILE] [--json FILE]``
+
+Every row is one process per side on loopback, started fresh; the rounds
+interleave the implementations so that a noisy moment hits them all alike;
+each figure is the median over rounds.  The C reference (c_reference.c,
+compiled here) is the machine's physical line for the same framing without
+read-ahead: one writev() per frame, recv() loops for header and payload.
+"""
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from importlib import resources
+from typing import Dict, List, NamedTuple, Optional
+
+KIB, MIB = 1 << 10, 1 << 20
+
+
+class Workload(NamedTuple):
+    mode: str      # rr | stream | rss
+    size: int
+    count: int     # full run
+    quick: int     # --quick run
+
+    @property
+    def label(self) -> str:
+        size = f"{self.size // MIB} MiB" if self.size >= MIB else (
+            f"{self.size // KIB} KiB" if self.size >= KIB else f"{self.size} B")
+        return {"rr": f"request/response {size}", "stream": f"stream of {size} frames",
+                "rss": f"receive one {size} frame"}[self.mode]
+
+
+WORKLOADS = [
+    Workload("rr", 16, 4000, 200),
+    Workload("rr", KIB, 4000, 200),
+    Workload("rr", 64 * KIB, 1000, 50),
+    Workload("rr", MIB, 200, 10),
+    Workload("stream", 16, 400_000, 20_000),
+    Workload("stream", KIB, 200_000, 10_000),
+    Workload("stream", MIB, 400, 20),
+    Workload("stream", 16 * MIB, 32, 3),
+    Workload("rss", 64 * MIB, 1, 1),
+]
+
+# In the order of the table.  zmq runs when pyzmq is installed, round trips only.
+IMPLS = ["c", "tcpframe", "connection", "sendall", "mpconn", "zmq", "lesson"]
+DESCRIPTIONS = {
+    "c": "plain C reference (writev per frame, recv loops)",
+    "tcpframe": "tcpframe.send_bytes / read_bytes",
+    "connection": "tcpframe.Connection (+ send_many)",
+    "sendall": "Python sock.sendall + recv_into loop",
+    "mpconn": "multiprocessing.connection",
+    "zmq": "pyzmq REQ/REP",
+    "lesson": "the lesson's hand-typed helpers",
+}
+# The lesson's helpers stall ~40-85 ms a round trip: a few make the point.
+LESSON_RR_CAP = (20, 3)
+
+
+def build_reference(workdir: str) -> str:
+    """Compile the C reference; returns the executable's path."""
+    cc = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(cc) is None:
+        cc = "cc"
+    source = resources.files("tcpframe.bench").joinpath("c_reference.c")
+    exe = os.path.join(workdir, "c_reference")
+    with resources.as_file(source) as path:
+        subprocess.run([cc, "-O2", "-o", exe, str(path)], check=True)
+    return exe
+
+
+def have_zmq() -> bool:
+    try:
+        import zmq  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_pair(impl: str, w: Workload, count: int, reference: str) -> dict:
+    if impl == "c":
+        server_cmd = [reference, "server", w.mode]
+        client_cmd = [reference, "client", w.mode]
+    else:
+        peers = [sys.executable, "-m", "tcpframe.bench.peers"]
+        server_cmd = peers + ["server", impl, w.mode]
+        client_cmd = peers + ["client", impl, w.mode]
+    server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        port = server.stdout.readline().strip()
+        if not port:
+            raise RuntimeError(f"{impl} server for {w.label} did not start")
+        client = subprocess.run(client_cmd + [port, str(w.size), str(count)],
+                                capture_output=True, text=True, timeout=600)
+        if client.returncode != 0:
+            raise RuntimeError(f"{impl} client for {w.label} failed: {client.stderr.strip()}")
+        server.wait(60)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        server.stdout.close()
+    return json.loads(client.stdout)
+
+
+def figure(w: Workload, result: dict, count: int) -> float:
+    """The row's number: µs per round trip, frames/s, MB/s, or RSS ratio."""
+    if w.mode == "rr":
+        return result["median_us"]
+    if w.mode == "stream":
+        per_second = count / result["seconds"]
+        return per_second if w.size < MIB else per_second * w.size / 1e6
+    return result["rss_growth"] / w.size
+
+
+def unit(w: Workload) -> str:
+    return {"rr": "µs", "rss": "x size"}.get(w.mode) or ("frames/s" if w.size < MIB else "MB/s")
+
+
+def applies(impl: str, w: Workload, zmq_ok: bool) -> bool:
+    if impl == "zmq":
+        return zmq_ok and w.mode == "rr"
+    return True
+
+
+def run(quick: bool = False, rounds: Optional[int] = None, log=print) -> dict:
+    rounds = rounds or (1 if quick else 3)
+    zmq_ok = have_zmq()
+    results: Dict[str, Dict[str, List[float]]] = {}
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory() as workdir:
+        reference = build_reference(workdir)
+        for w in WORKLOADS:
+            count = w.quick if quick else w.count
+            rows = results.setdefault(w.label, {})
+            for r in range(rounds):
+                for impl in IMPLS:
+                    if not applies(impl, w, zmq_ok):
+                        continue
+                    n = count
+                    if impl == "lesson" and w.mode == "rr":
+                        n = min(count, LESSON_RR_CAP[1 if quick else 0])
+                    value = figure(w, run_pair(impl, w, n, reference), n)
+                    rows.setdefault(impl, []).append(value)
+            log(f"  {w.label}: done ({time.monotonic() - started:.0f}s)")
+    return {
+        "machine": machine(),
+        "quick": quick,
+        "rounds": rounds,
+        "workloads": [
+            {"label": w.label, "mode": w.mode, "size": w.size, "unit": unit(w),
+             "medians": {impl: statistics.median(v) for impl, v in results[w.label].items()}}
+            for w in WORKLOADS
+        ],
+    }
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            cpu = f"{names[0]} x{len(names)}"
+    except OSError:
+        pass
+    return f"{cpu}; {platform.system()} {platform.release()}; CPython {platform.python_version()}"
+
+
+def ratio(mode: str, value: float, ref: Optional[float]) -> str:
+    """Against C: time ratio for round trips (lower is better), rate ratio
+    for streams (higher is better)."""
+    if not ref:
+        return ""
+    return f"{value / ref:.2f}x"
+
+
+def table(report: dict) -> str:
+    lines = [f"machine: {report['machine']}",
+             f"medians of {report['rounds']} interleaved round(s); x C = time ratio for "
+             "round trips (lower is better), rate ratio for streams (higher is better)", ""]
+    for w in report["workloads"]:
+        medians = w["medians"]
+        ref = medians.get("c")
+        lines.append(f"{w['label']} ({w['unit']})")
+        for impl in IMPLS:
+            if impl in medians:
+                value = medians[impl]
+                shown = f"{value:,.0f}" if value >= 1000 else f"{value:,.2f}"
+                lines.append(f"  {DESCRIPTIONS[impl]:<50} {shown:>14}  {ratio(w['mode'], value, ref):>8}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(report: dict, path: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install 'tcpframe[bench]'") from None
+    rows = [w for w in report["workloads"] if w["mode"] != "rss"]
+    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 2.1 * len(rows)))
+    for ax, w in zip(axes, rows):
+        medians = w["medians"]
+        ref = medians["c"]
+        names = [i for i in IMPLS if i in medians]
+        # Everything as "times C's speed": higher is better in every panel.
+        speed = [(ref / medians[i]) if w["mode"] == "rr" else (medians[i] / ref) for i in names]
+        colors = ["#555555" if i == "c" else "#1f77b4" if i in ("tcpframe", "connection")
+                  else "#bbbbbb" for i in names]
+        ax.barh(names, speed, color=colors)
+        ax.set_xscale("log")
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(f"{w['label']}: speed relative to C (higher is better)", fontsize=9)
+        ax.invert_yaxis()
+        ax.tick_params(labelsize=8)
+    fig.suptitle(f"tcpframe benchmark — {report['machine']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tcpframe bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small counts, one round (~30 s)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--plot", metavar="FILE", help="also draw a PNG chart (needs matplotlib)")
+    args = parser.parse_args(argv)
+    return report_main(args.quick, args.rounds, args.json, args.plot)
+
+
+def report_main(quick: bool, rounds: Optional[int], json_path: Optional[str],
+                plot_path: Optional[str]) -> int:
+    print(f"running {'quick ' if quick else ''}benchmark (one process per side, loopback)...",
+          flush=True)
+    report = run(quick=quick, rounds=rounds, log=lambda m: print(m, flush=True))
+    print()
+    print(table(report))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(report, f, indent=1)
+    if plot_path:
+        plot(report, plot_path)
+        print(f"chart written to {plot_path}")
+    return 0
