@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
         "pyzmq (if installed) and the lesson's helpers.",
     )
     sub.add_argument("--quick", action="store_true", help="small counts, one round")
-    sub.add_argument("--rounds", type=int, help="interleaved rounds (default 3; quick 1)")
+    sub.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 1)")
     sub.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     sub.add_argument("--plot", metavar="FILE", help="also draw a PNG chart (needs matplotlib)")
     sub.set_defaults(func=cmd_bench)

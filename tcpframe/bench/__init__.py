@@ -86,6 +86,18 @@ def have_zmq() -> bool:
     return True
 
 
+def pinned(cpu: int):
+    """A preexec_fn putting the child on one CPU.  Server and client get one
+    each, for every implementation alike: on a small machine where the
+    scheduler puts the two sides moves round-trip times by 2x from run to
+    run, more than the differences being measured."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+    if len(cpus) < 2:
+        return None
+    target = {cpus[cpu]}
+    return lambda: os.sched_setaffinity(0, target)
+
+
 def run_pair(impl: str, w: Workload, count: int, reference: str) -> dict:
     if impl == "c":
         server_cmd = [reference, "server", w.mode]
@@ -94,13 +106,15 @@ def run_pair(impl: str, w: Workload, count: int, reference: str) -> dict:
         peers = [sys.executable, "-m", "tcpframe.bench.peers"]
         server_cmd = peers + ["server", impl, w.mode]
         client_cmd = peers + ["client", impl, w.mode]
-    server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True)
+    server = subprocess.Popen(server_cmd, stdout=subprocess.PIPE, text=True,
+                              preexec_fn=pinned(0))
     try:
         port = server.stdout.readline().strip()
         if not port:
             raise RuntimeError(f"{impl} server for {w.label} did not start")
         client = subprocess.run(client_cmd + [port, str(w.size), str(count)],
-                                capture_output=True, text=True, timeout=600)
+                                capture_output=True, text=True, timeout=600,
+                                preexec_fn=pinned(1))
         if client.returncode != 0:
             raise RuntimeError(f"{impl} client for {w.label} failed: {client.stderr.strip()}")
         server.wait(60)
@@ -133,7 +147,7 @@ def applies(impl: str, w: Workload, zmq_ok: bool) -> bool:
 
 
 def run(quick: bool = False, rounds: Optional[int] = None, log=print) -> dict:
-    rounds = rounds or (1 if quick else 3)
+    rounds = rounds or (1 if quick else 5)
     zmq_ok = have_zmq()
     results: Dict[str, Dict[str, List[float]]] = {}
     started = time.monotonic()
@@ -186,8 +200,10 @@ def ratio(mode: str, value: float, ref: Optional[float]) -> str:
 
 def table(report: dict) -> str:
     lines = [f"machine: {report['machine']}",
-             f"medians of {report['rounds']} interleaved round(s); x C = time ratio for "
-             "round trips (lower is better), rate ratio for streams (higher is better)", ""]
+             f"medians of {report['rounds']} interleaved round(s), server and client each "
+             "pinned to its own CPU;",
+             "x C = time ratio for round trips (lower is better), rate ratio for streams "
+             "(higher is better)", ""]
     for w in report["workloads"]:
         medians = w["medians"]
         ref = medians.get("c")
@@ -236,7 +252,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tcpframe bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small counts, one round (~30 s)")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="FILE", help="also draw a PNG chart (needs matplotlib)")
     args = parser.parse_args(argv)
