@@ -3,6 +3,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # Run in a fresh interpreter so that its peak RSS says only what this does.
 PROBE = textwrap.dedent(
     """
@@ -24,12 +26,13 @@ PROBE = textwrap.dedent(
     def peak_kib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
-    announce, chunks = {args}
+    announce, chunks, buffered = {args}
+    reader = tcpframe.Connection(server) if buffered else server
     t = threading.Thread(target=peer, args=(announce, chunks))
     before = peak_kib()
     t.start()
     try:
-        got = tcpframe.read_bytes(server)
+        got = tcpframe.read_bytes(reader)
         outcome = len(got)
     except tcpframe.ConnectionClosed as exc:
         outcome = len(exc.partial)
@@ -39,23 +42,25 @@ PROBE = textwrap.dedent(
 )
 
 
-def probe(announce, chunks):
+def probe(announce, chunks, buffered=False):
     out = subprocess.run(
-        [sys.executable, "-c", PROBE.replace("{args}", f"{announce}, {chunks}")],
+        [sys.executable, "-c", PROBE.replace("{args}", f"{announce}, {chunks}, {buffered}")],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout.split()
     return int(out[0]), int(out[1]) * 1024
 
 
-def test_huge_announcement_with_little_data_costs_little():
-    received, growth = probe(99_999_999, 0)
+@pytest.mark.parametrize("buffered", [False, True], ids=["functions", "Connection"])
+def test_huge_announcement_with_little_data_costs_little(buffered):
+    received, growth = probe(99_999_999, 0, buffered)
     assert received == 8 + 10
     assert growth < 4 << 20, f"peak RSS grew {growth >> 20} MiB for 18 bytes"
 
 
-def test_sixty_four_mib_frame_needs_no_extra_copy():
+@pytest.mark.parametrize("buffered", [False, True], ids=["functions", "Connection"])
+def test_sixty_four_mib_frame_needs_no_extra_copy(buffered):
     size = (64 << 20) + 10
-    received, growth = probe(size, 64)
+    received, growth = probe(size, 64, buffered)
     assert received == size
     # A second full copy would make this 128 MiB or more.
     assert growth < 1.5 * size, f"peak RSS grew {growth / size:.2f}x the frame"
