@@ -449,9 +449,11 @@ raise_recv_failure(Stream *s, tf_status status, const Progress *p, const char *r
         const char *why = s->timeout == 0.0
             ? "the socket is non-blocking (timeout 0.0) and the data was not there"
             : "timed out";
-        PyObject *msg = PyUnicode_FromFormat(
-            "%s after %zu of %S bytes of the %s; %s", why, p->done, p->expected,
-            p->what, sync_advice(p));
+        PyObject *msg = p->expected == Py_None
+            ? PyUnicode_FromFormat("%s before any byte of the next frame arrived; %s",
+                                   why, sync_advice(p))
+            : PyUnicode_FromFormat("%s after %zu of %S bytes of the %s; %s", why, p->done,
+                                   p->expected, p->what, sync_advice(p));
         if (msg != NULL) {
             raise_new(s->st->TransferTimeout, "(NOOO)", msg, partial, Py_None, p->expected);
         }
