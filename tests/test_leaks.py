@@ -1,0 +1,144 @@
+"""Every public function, success and error paths, ~100k calls each: memory
+traced by Python (tracemalloc), live objects (gc) and the process's RSS must
+not grow.  (A debug build's sys.gettotalrefcount is used when there is one.)"""
+import gc
+import os
+import socket
+import sys
+import tracemalloc
+
+import pytest
+
+import tcpframe
+from tcpframe import Connection, Decoder
+
+N = int(os.environ.get("TCPFRAME_LEAK_ITERATIONS", "100000"))
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class Wrapped:
+    """Drives the method path (what an SSLSocket takes)."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def recv_into(self, buffer):
+        return self.sock.recv_into(buffer)
+
+    def sendall(self, data):
+        self.sock.sendall(data)
+
+
+def expect(exc_type, func, *args, **kwargs):
+    try:
+        func(*args, **kwargs)
+    except exc_type:
+        return
+    raise AssertionError(f"{func} did not raise {exc_type}")
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    closed_reader, closer = socket.socketpair()
+    closer.close()
+    empty_reader, keep = socket.socketpair()
+    empty_reader.setblocking(False)
+    ca, cb = Connection(c), Connection(d)
+    # Connections holding half a frame: every read fails the same way, with
+    # a new, non-empty .partial each time (the bytes stay buffered).
+    half_timeout_r, half_timeout_w = socket.socketpair()
+    half_timeout_w.sendall(b"00000010abc")
+    half_timeout_r.setblocking(False)
+    half_closed_r, half_closed_w = socket.socketpair()
+    half_closed_w.sendall(b"00000010abc")
+    half_closed_w.close()
+    stuck, cut = Connection(half_timeout_r), Connection(half_closed_r)
+    yield {"a": a, "b": b, "ca": ca, "cb": cb, "closed": closed_reader, "empty": empty_reader,
+           "stuck": stuck, "cut": cut}
+    for s in (a, b, closed_reader, empty_reader, keep, half_timeout_w):
+        s.close()
+    for conn in (ca, cb, stuck, cut):
+        conn.close()
+
+
+def scenarios(p):
+    a, b, ca, cb = p["a"], p["b"], p["ca"], p["cb"]
+    buf = bytearray(5)
+    wa, wb = Wrapped(a), Wrapped(b)
+    decoder = Decoder(max_size=4)
+    frames = [b"x", b"yy", b"zzz"]
+    return {
+        "send_all+receive_all": lambda: (tcpframe.send_all(a, b"hello"), tcpframe.receive_all(b, 5)),
+        "receive_into": lambda: (tcpframe.send_all(a, b"hello"), tcpframe.receive_into(b, buf)),
+        "send_bytes+read_bytes": lambda: (tcpframe.send_bytes(a, b"abc"), tcpframe.read_bytes(b)),
+        "strings": lambda: (tcpframe.send_string(a, "é"), tcpframe.read_string(b)),
+        "objects json": lambda: (tcpframe.send_object(a, [1, "x"]), tcpframe.read_object(b)),
+        "objects pickle": lambda: (tcpframe.send_object(a, {1: (2,)}, codec="pickle"),
+                                   tcpframe.read_object(b, codec="pickle")),
+        "unsafe pickle refused": lambda: (tcpframe.send_bytes(a, b"cos\nsystem\n(S'x'\ntR."),
+                                          expect(tcpframe.UnsafePickle, tcpframe.read_object, b,
+                                                 codec="pickle")),
+        "header codec": lambda: tcpframe.decode_header(tcpframe.encode_header(123)),
+        "bad header": lambda: expect(tcpframe.FrameError, tcpframe.decode_header, b"+0000001"),
+        "too large to send": lambda: expect(tcpframe.FrameTooLarge, tcpframe.encode_header, 10**8),
+        "peer closed": lambda: expect(tcpframe.ConnectionClosed, tcpframe.read_bytes, p["closed"]),
+        "timeout (non-blocking)": lambda: expect(tcpframe.TransferTimeout, tcpframe.read_bytes,
+                                                 p["empty"]),
+        "caller mistakes": lambda: (expect(TypeError, tcpframe.receive_into, b, b"ro"),
+                                    expect(ValueError, tcpframe.read_bytes, b, max_size=-1),
+                                    expect(TypeError, tcpframe.send_string, a, b"x")),
+        "wrapped socket": lambda: (tcpframe.send_bytes(wa, b"w"), tcpframe.read_bytes(wb)),
+        "Connection": lambda: (ca.send_bytes(b"c"), cb.read_bytes(), ca.send_many(frames),
+                               [cb.read_bytes() for _ in frames]),
+        "Decoder+encode_frame": lambda: decoder.feed(tcpframe.encode_frame(b"dd")),
+        "Decoder too large": lambda: expect(tcpframe.FrameTooLarge, Decoder(max_size=1).feed,
+                                            b"00000002"),
+        "timeout mid-frame": lambda: expect(tcpframe.TransferTimeout, p["stuck"].read_bytes),
+        "closed mid-frame": lambda: expect(tcpframe.ConnectionClosed, p["cut"].read_bytes),
+        "big payload refcount": lambda: (tcpframe.send_bytes(a, PAYLOAD),
+                                         tcpframe.receive_into(b, RECEIVED)),
+    }
+
+
+PAYLOAD = b"p" * 1000
+RECEIVED = bytearray(1008)
+
+
+@pytest.mark.parametrize("name", [
+    "send_all+receive_all", "receive_into", "send_bytes+read_bytes", "strings", "objects json",
+    "objects pickle", "unsafe pickle refused", "header codec", "bad header", "too large to send",
+    "peer closed", "timeout (non-blocking)", "caller mistakes", "wrapped socket", "Connection",
+    "Decoder+encode_frame", "Decoder too large", "timeout mid-frame", "closed mid-frame",
+    "big payload refcount",
+])
+def test_no_growth(pairs, name):
+    run = scenarios(pairs)[name]
+    iterations = N if name not in ("objects pickle", "unsafe pickle refused", "Connection") else N // 4
+    for _ in range(2000):
+        run()
+    gc.collect()
+    refs_before = sys.gettotalrefcount() if hasattr(sys, "gettotalrefcount") else None
+    held_before = (sys.getrefcount(PAYLOAD), sys.getrefcount(RECEIVED))
+    objects_before = len(gc.get_objects())
+    rss_before = rss()
+    tracemalloc.start()
+    traced_before = tracemalloc.get_traced_memory()[0]
+    for _ in range(iterations):
+        run()
+    gc.collect()
+    traced_growth = tracemalloc.get_traced_memory()[0] - traced_before
+    tracemalloc.stop()
+    objects_growth = len(gc.get_objects()) - objects_before
+    rss_growth = rss() - rss_before
+    assert traced_growth < 64 * 1024, f"{traced_growth} bytes kept after {iterations} calls"
+    assert objects_growth < 100, f"{objects_growth} objects kept after {iterations} calls"
+    assert rss_growth < 8 << 20, f"RSS grew {rss_growth >> 10} KiB after {iterations} calls"
+    assert (sys.getrefcount(PAYLOAD), sys.getrefcount(RECEIVED)) == held_before
+    if refs_before is not None:
+        assert sys.gettotalrefcount() - refs_before < 1000
