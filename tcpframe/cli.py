@@ -18,10 +18,7 @@ def print_reply(address: Tuple[Any, ...], request: Any, reply: Any) -> None:
     say("server", f"{address} asked about {request}, replying {reply}")
 
 
-SERVICES = {
-    "average": functools.partial(average_service.handle, report=print_reply),
-    "echo": echo_service.handle,
-}
+SERVICES = {"average": average_service.handle, "echo": echo_service.handle}
 CLIENT_TIMEOUT = 30.0  # a served client silent this long is dropped
 
 DESCRIPTION = """\
@@ -77,9 +74,22 @@ def announcing(handler: Callable) -> Callable:
     return handle
 
 
-def open_server(service: str, host: str, port: int) -> Server:
+def service_handler(service: str, quiet: bool = False) -> Callable:
+    """The service's handler; unless quiet, printing each connection and reply."""
+    handler = SERVICES[service]
+    if quiet:
+        return handler
+    if service == "average":
+        handler = functools.partial(handler, report=print_reply)
+    return announcing(handler)
+
+
+def open_server(service: str, host: str, port: int, client_timeout: float = CLIENT_TIMEOUT,
+                max_clients: int = 256, quiet: bool = False) -> Server:
+    handler = service_handler(service, quiet)
     try:
-        return Server(announcing(SERVICES[service]), host, port, client_timeout=CLIENT_TIMEOUT)
+        return Server(handler, host, port, client_timeout=client_timeout,
+                      max_clients=max_clients)
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise CommandError(
@@ -103,7 +113,7 @@ def connect_error(exc: OSError, host: str, port: int, service: str) -> CommandEr
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """The lesson's exercise end to end: server and client in one process."""
-    handler = announcing(SERVICES["average"])
+    handler = service_handler("average")
     with Server(handler, "127.0.0.1", 0, client_timeout=CLIENT_TIMEOUT) as server:
         host, port = server.address[:2]
         say("server", f"average service listening on {host}:{port}")
@@ -119,7 +129,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    server = open_server(args.service, args.host, args.port)
+    server = open_server(args.service, args.host, args.port, args.client_timeout,
+                         args.max_clients, args.quiet)
     host, port = server.address[:2]
     say("server", f"{args.service} service listening on {host}:{port} (Ctrl-C stops it)")
     try:
@@ -196,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("service", choices=sorted(SERVICES), help="which service")
     add_address(sub, listening=True)
+    sub.add_argument("--client-timeout", type=float, default=CLIENT_TIMEOUT, metavar="SECONDS",
+                     help=f"drop a client that takes longer than this to send a whole "
+                     f"message, or stays silent (default {CLIENT_TIMEOUT:.0f})")
+    sub.add_argument("--max-clients", type=int, default=256, metavar="N",
+                     help="clients served at once; more are turned away (default 256)")
+    sub.add_argument("--quiet", action="store_true",
+                     help="do not print a line per connection and request")
     sub.set_defaults(func=cmd_serve)
 
     sub = commands.add_parser(
