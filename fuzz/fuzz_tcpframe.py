@@ -1,0 +1,199 @@
+"""atheris harness: the header codec, the sans-IO decoder (random chunkings of
+random streams, bad headers, huge announced lengths, checked against a
+pure-Python oracle), read_object with both codecs, and Connection over a real
+socket pair.  Run it against the sanitizer build (see README "Hardening"):
+
+    TCPFRAME_SANITIZE=1 pip install '.[fuzz]'
+    LD_PRELOAD=$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \\
+    ASAN_OPTIONS=detect_leaks=0 python fuzz/fuzz_tcpframe.py --replay 50000 fuzz/corpus
+
+Two modes.  Plain: coverage-guided libFuzzer (atheris) -- run it on the
+normal build, where atheris sees the coverage of this file and of tcpframe's
+Python (the C is not coverage-instrumented: that needs clang's
+fuzzer-no-link and a merged ASan+libFuzzer runtime, which this atheris wheel
+does not ship).  --replay N DIR...: run every input in the corpus, then N
+random mutations of them, through the same checks -- meant for the ASan+UBSan
+build, where libFuzzer's own loop gets no coverage to work with.
+"""
+import os
+import pickle
+import random
+import socket
+import sys
+
+import atheris
+
+with atheris.instrument_imports():
+    import tcpframe
+    from tcpframe import Connection, Decoder, FrameError, FrameTooLarge, UnsafePickle
+
+
+def oracle(stream, max_size):
+    """What the decoder must do, in plain Python: (frames, error kind or None)."""
+    frames, at = [], 0
+    while len(stream) - at >= 8:
+        header = stream[at:at + 8]
+        if not all(0x30 <= c <= 0x39 for c in header):
+            return frames, "bad"
+        n = int(header)
+        if n > max_size:
+            return frames, "large"
+        if len(stream) - at - 8 < n:
+            break
+        frames.append(stream[at + 8:at + 8 + n])
+        at += 8 + n
+    return frames, None
+
+
+def check_header(fdp):
+    raw = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 12))
+    try:
+        n = tcpframe.decode_header(raw)
+    except FrameError:
+        assert len(raw) != 8 or not all(0x30 <= c <= 0x39 for c in raw)
+        return
+    assert len(raw) == 8 and tcpframe.encode_header(n) == raw
+
+
+def check_decoder(fdp):
+    max_size = fdp.ConsumeIntInRange(0, 4096)
+    cuts = sorted(fdp.ConsumeIntInRange(0, 512) for _ in range(fdp.ConsumeIntInRange(0, 16)))
+    stream = fdp.ConsumeBytes(fdp.remaining_bytes())
+    if stream[:1] == b"!":
+        # Steer some inputs to well-formed frames, so deep paths are reached.
+        stream = b"".join(tcpframe.encode_frame(stream[i:i + 7]) for i in range(1, len(stream), 7))
+    want, error = oracle(stream, max_size)
+    decoder = Decoder(max_size=max_size)
+    got, raised = [], None
+    last = 0
+    for cut in cuts + [len(stream)]:
+        cut = min(max(cut, last), len(stream))
+        try:
+            got.extend(decoder.feed(stream[last:cut]))
+        except FrameTooLarge:
+            raised = "large"
+            break
+        except FrameError:
+            raised = "bad"
+            break
+        last = cut
+    if raised is None and error is not None:
+        # The bad header came in the last piece along with frames before it:
+        # feed() returned those; the next call must raise.
+        try:
+            decoder.feed(b"")
+        except FrameTooLarge:
+            raised = "large"
+        except FrameError:
+            raised = "bad"
+    assert got == want, (got, want)
+    assert raised == error, (raised, error)
+
+
+def check_objects(fdp, a, b):
+    payload = fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 2048))
+    codec = "pickle" if fdp.ConsumeBool() else "json"
+    tcpframe.send_bytes(a, payload)
+    try:
+        obj = tcpframe.read_object(b, codec=codec)
+    except UnsafePickle:
+        return
+    except (ValueError, RecursionError, pickle.UnpicklingError, EOFError, TypeError,
+            KeyError, IndexError, AttributeError, OverflowError, MemoryError, UnicodeError):
+        return  # refused or malformed: fine, as long as nothing crashed or ran
+    if codec == "pickle":
+        # Whatever came back is plain data only.
+        plain = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple,
+                 dict, set, frozenset)
+        stack = [obj]
+        while stack:
+            item = stack.pop()
+            assert isinstance(item, plain), type(item)
+            if isinstance(item, dict):
+                stack.extend(item.keys())
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple, set, frozenset)) and len(stack) < 10000:
+                stack.extend(item)
+
+
+def check_connection(fdp, a, conn):
+    frames = [fdp.ConsumeBytes(fdp.ConsumeIntInRange(0, 300))
+              for _ in range(fdp.ConsumeIntInRange(0, 8))]
+    stream = b"".join(tcpframe.encode_frame(f) for f in frames)
+    step = fdp.ConsumeIntInRange(1, 64)
+    for i in range(0, len(stream), step):
+        a.sendall(stream[i:i + step])
+    assert [conn.read_bytes() for _ in frames] == frames
+    assert conn.buffered == 0
+
+
+def tcp_pair():
+    # Loopback TCP, not socketpair(): AF_UNIX spends a whole buffer slot on
+    # each tiny write, and a one-byte-at-a-time stream would fill it.
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        a = socket.create_connection(listener.getsockname())
+        b, _ = listener.accept()
+    a.settimeout(5)
+    b.settimeout(5)
+    return a, b
+
+
+A, B = tcp_pair()
+C, D = tcp_pair()
+CONN = Connection(D)
+
+
+def one_input(data):
+    fdp = atheris.FuzzedDataProvider(data)
+    target = fdp.ConsumeIntInRange(0, 3)
+    if target == 0:
+        check_header(fdp)
+    elif target == 1:
+        check_decoder(fdp)
+    elif target == 2:
+        check_objects(fdp, A, B)
+    else:
+        check_connection(fdp, C, CONN)
+
+
+def mutate(rng, inputs):
+    data = bytearray(rng.choice(inputs))
+    for _ in range(rng.randint(1, 8)):
+        op = rng.randrange(4)
+        if op == 0 and data:
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        elif op == 1:
+            data.insert(rng.randrange(len(data) + 1), rng.randrange(256))
+        elif op == 2 and data:
+            del data[rng.randrange(len(data))]
+        else:
+            other = rng.choice(inputs)
+            data += other[rng.randrange(len(other) + 1):]
+    return bytes(data)
+
+
+def replay(count, dirs, seed=1):
+    inputs = []
+    for d in dirs:
+        for name in sorted(os.listdir(d)):
+            with open(os.path.join(d, name), "rb") as f:
+                inputs.append(f.read())
+    for data in inputs:
+        one_input(data)
+    rng = random.Random(seed)
+    for _ in range(count):
+        one_input(mutate(rng, inputs))
+    print(f"replayed {len(inputs)} corpus inputs and {count} mutations of them: no failure")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--replay":
+        replay(int(sys.argv[2]), sys.argv[3:])
+        sys.exit(0)
+    # Coverage of this file too: the oracle's branches tell the fuzzer which
+    # stream shapes are new.
+    for name in ("oracle", "check_header", "check_decoder", "check_objects",
+                 "check_connection", "one_input"):
+        globals()[name] = atheris.instrument_func(globals()[name])
+    atheris.Setup(sys.argv, one_input)
+    atheris.Fuzz()
