@@ -3,6 +3,7 @@ import ast
 import importlib.util
 import inspect
 import pathlib
+import os
 import pickle
 import socket
 import subprocess
@@ -143,3 +144,12 @@ def test_source_tree_without_extension_says_what_to_do(tmp_path):
     )
     assert run.returncode != 0
     assert "pip install -e ." in run.stderr
+
+
+@pytest.mark.skipif(os.environ.get("TCPFRAME_EXPECT_SANITIZED") != "1",
+                    reason="only in CI's sanitizer run")
+def test_the_sanitized_build_is_the_one_loaded():
+    with open("/proc/self/maps") as f:
+        assert "libasan" in f.read()
+    with open(_tcpframe.__file__, "rb") as f:
+        assert b"__asan_report" in f.read()
