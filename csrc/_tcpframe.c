@@ -77,25 +77,6 @@ no_keywords(const char *fname, PyObject *kwnames)
 
 /* A size argument: an int >= 0 (a caller mistake is ValueError/TypeError,
  * never a FrameError, which is for what a peer sends). */
-static int
-size_arg(PyObject *obj, const char *name, Py_ssize_t deflt, Py_ssize_t *out)
-{
-    if (obj == NULL) {
-        *out = deflt;
-        return 0;
-    }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %zd", name, v);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 static const char *
 encoding_arg(PyObject *obj)
 {

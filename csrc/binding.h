@@ -77,6 +77,12 @@ typedef struct {
     int kept;                 /* a Connection keeps the bytes: retry is safe */
 } Progress;
 
+/* A size argument: an int >= 0, or `deflt` when absent (obj NULL).  A
+ * caller's mistake is ValueError/TypeError, never a FrameError, which is
+ * for what a peer sends. */
+int size_arg(PyObject *obj, const char *name, Py_ssize_t deflt, Py_ssize_t *out);
+int non_negative(const char *name, Py_ssize_t v);
+
 /* Raise cls(*args) built from a Py_BuildValue format. */
 void raise_new(PyObject *cls, const char *format, ...);
 void raise_bad_header(module_state *st, const unsigned char *header);

@@ -363,11 +363,8 @@ connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     static char *kwlist[] = {"sock", "max_size", NULL};
     PyObject *sock;
     Py_ssize_t max_size = (Py_ssize_t)TF_MAX_SIZE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$n:Connection", kwlist, &sock, &max_size)) {
-        return NULL;
-    }
-    if (max_size < 0) {
-        PyErr_Format(PyExc_ValueError, "max_size must be >= 0, got %zd", max_size);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$n:Connection", kwlist, &sock, &max_size) ||
+        non_negative("max_size", max_size) < 0) {
         return NULL;
     }
     module_state *st = state_from_type(type);
@@ -418,22 +415,15 @@ connection_dealloc(Connection *c)
 static PyObject *
 c_read_bytes(Connection *c, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    Py_ssize_t max_size = c->max_size;
+    Py_ssize_t max_size;
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     if (nargs != 0 || nkw > 1 ||
         (nkw == 1 && PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, 0), "max_size") != 0)) {
         PyErr_SetString(PyExc_TypeError, "read_bytes() takes only the keyword argument max_size");
         return NULL;
     }
-    if (nkw == 1) {
-        max_size = PyNumber_AsSsize_t(args[0], PyExc_OverflowError);
-        if (max_size == -1 && PyErr_Occurred()) {
-            return NULL;
-        }
-        if (max_size < 0) {
-            PyErr_Format(PyExc_ValueError, "max_size must be >= 0, got %zd", max_size);
-            return NULL;
-        }
+    if (size_arg(nkw == 1 ? args[0] : NULL, "max_size", c->max_size, &max_size) < 0) {
+        return NULL;
     }
     return read_frame_buffered(c, max_size, 0);
 }
@@ -459,15 +449,8 @@ c_send_many(Connection *c, PyObject *iterable)
 static PyObject *
 c_receive_all(Connection *c, PyObject *arg)
 {
-    Py_ssize_t n = PyNumber_AsSsize_t(arg, PyExc_OverflowError);
-    if (n == -1 && PyErr_Occurred()) {
-        return NULL;
-    }
-    if (n < 0) {
-        PyErr_Format(PyExc_ValueError, "n must be >= 0, got %zd", n);
-        return NULL;
-    }
-    if (open_socket(c) == NULL) {
+    Py_ssize_t n;
+    if (size_arg(arg, "n", 0, &n) < 0 || open_socket(c) == NULL) {
         return NULL;
     }
     /* Callers ask for what they expect, so allocating n is theirs to bound. */

@@ -20,11 +20,8 @@ decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"max_size", NULL};
     Py_ssize_t max_size = (Py_ssize_t)TF_MAX_SIZE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$n:Decoder", kwlist, &max_size)) {
-        return NULL;
-    }
-    if (max_size < 0) {
-        PyErr_Format(PyExc_ValueError, "max_size must be >= 0, got %zd", max_size);
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$n:Decoder", kwlist, &max_size) ||
+        non_negative("max_size", max_size) < 0) {
         return NULL;
     }
     module_state *st = state_from_type(type);

@@ -656,3 +656,28 @@ send_all_buffer(module_state *st, PyObject *sock, Py_buffer *view)
     }
     Py_RETURN_NONE;
 }
+
+int
+non_negative(const char *name, Py_ssize_t v)
+{
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %zd", name, v);
+        return -1;
+    }
+    return 0;
+}
+
+int
+size_arg(PyObject *obj, const char *name, Py_ssize_t deflt, Py_ssize_t *out)
+{
+    if (obj == NULL) {
+        *out = deflt;
+        return 0;
+    }
+    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
+    if ((v == -1 && PyErr_Occurred()) || non_negative(name, v) < 0) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
