@@ -207,7 +207,8 @@ def test_load_with_faults(echo_server, capsys):
     assert peak["threads"] > CLIENTS, "the load never reached the server at once"
     assert not slow, slow
     assert proc.poll() is None, "the server died"
-    assert after["rss_kib"] - baseline["rss_kib"] < 32 * 1024, (baseline, after)
+    if os.environ.get("TCPFRAME_EXPECT_SANITIZED") != "1":  # ASan quarantines freed memory
+        assert after["rss_kib"] - baseline["rss_kib"] < 32 * 1024, (baseline, after)
     # And it still serves.
     with Connection(kit.connect(address)) as conn:
         conn.send_bytes(b"still here")
