@@ -47,54 +47,50 @@ open_socket(Connection *c)
 
 /* -------------------------------------------------------------- reading */
 
-/* A read failed after `buffered` bytes of the current frame had arrived:
- * they stay in the buffer; report them.  `announced` is the payload length
- * when the header was whole, else -1. */
+/* A read failed; what arrived of the current item is in the buffer, and
+ * stays there.  `expected` is the item's size in bytes, or -1 (None) when
+ * nothing of it arrived and its size is not known. */
 static void
-raise_read_failure(Connection *c, Stream *s, tf_status status, Py_ssize_t announced,
+raise_read_failure(Connection *c, Stream *s, tf_status status, Py_ssize_t expected,
                    const char *what)
 {
-    size_t buffered = tf_decoder_buffered(&c->dec);
-    PyObject *expected;
-    if (buffered == 0 && announced < 0) {
-        expected = Py_NewRef(Py_None);
-    }
-    else {
-        expected = PyLong_FromSsize_t(announced < 0 ? TF_HEADER_SIZE : TF_HEADER_SIZE + announced);
-    }
-    if (expected == NULL) {
+    PyObject *exp = expected < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(expected);
+    if (exp == NULL) {
         return;
     }
-    Progress p = {what, "", 0, buffered, expected, 1};
+    Progress p = {what, "", 0, tf_decoder_buffered(&c->dec), exp, 1};
     raise_recv_failure(s, status, &p, (const char *)tf_decoder_head(&c->dec));
-    Py_DECREF(expected);
+    Py_DECREF(exp);
 }
 
-/* The rest of a large payload, received in place: the header and the part
- * already buffered are taken out of the buffer (and put back on failure). */
+/* The next n bytes of the stream, after `skip` buffered bytes (a frame's
+ * header) set aside, as a new bytes object: the part already buffered is
+ * moved out, the rest received in place into the object as it grows, never
+ * through the buffer.  On failure everything goes back into the buffer, in
+ * order, so nothing received is lost.  Needs fewer than skip + n buffered. */
 static PyObject *
-read_direct(Connection *c, Stream *s, size_t n)
+take_then_receive(Connection *c, Stream *s, size_t skip, size_t n, Py_ssize_t expected,
+                  const char *what)
 {
     const unsigned char *head = tf_decoder_head(&c->dec);
-    size_t have = tf_decoder_buffered(&c->dec) - TF_HEADER_SIZE;
-    Py_ssize_t start = (Py_ssize_t)(n < (size_t)GROW_START ? n : (size_t)GROW_START);
-    PyObject *result = PyBytes_FromStringAndSize(NULL, start > (Py_ssize_t)have ? start : (Py_ssize_t)have);
+    size_t have = tf_decoder_buffered(&c->dec) - skip;
+    size_t start = n < (size_t)GROW_START ? n : (size_t)GROW_START;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(start > have ? start : have));
     if (result == NULL) {
         return NULL;
     }
-    unsigned char header[TF_HEADER_SIZE];
-    memcpy(header, head, TF_HEADER_SIZE);
-    memcpy(PyBytes_AS_STRING(result), head + TF_HEADER_SIZE, have);
-    tf_decoder_consume(&c->dec, TF_HEADER_SIZE + have);
+    unsigned char kept[TF_HEADER_SIZE];
+    memcpy(kept, head, skip);
+    memcpy(PyBytes_AS_STRING(result), head + skip, have);
+    tf_decoder_consume(&c->dec, skip + have);
 
     size_t got = have;
     tf_status status = recv_growing_into(s, (Py_ssize_t)n, &result, &got);
     if (status == TF_OK) {
         return result;
     }
-    /* Put everything back, in order, so nothing received is lost. */
     PyObject *pending = take_exception();
-    int fed = tf_decoder_feed(&c->dec, header, TF_HEADER_SIZE) == 0 &&
+    int fed = tf_decoder_feed(&c->dec, kept, skip) == 0 &&
               (result == NULL || tf_decoder_feed(&c->dec, PyBytes_AS_STRING(result), got) == 0);
     Py_XDECREF(result);
     if (pending != NULL) {
@@ -104,7 +100,7 @@ read_direct(Connection *c, Stream *s, size_t n)
     if (!fed) {
         return PyErr_NoMemory();
     }
-    raise_read_failure(c, s, status, (Py_ssize_t)n, "frame");
+    raise_read_failure(c, s, status, expected, what);
     return NULL;
 }
 
@@ -144,7 +140,8 @@ read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
         }
         Py_ssize_t announced = tf_decoder_buffered(&c->dec) >= TF_HEADER_SIZE ? (Py_ssize_t)len : -1;
         if (announced >= (Py_ssize_t)DIRECT_MIN) {
-            result = read_direct(c, &s, len);
+            result = take_then_receive(c, &s, TF_HEADER_SIZE, len, TF_HEADER_SIZE + announced,
+                                       "frame");
             break;
         }
         size_t avail;
@@ -159,8 +156,12 @@ read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
             tf_decoder_commit(&c->dec, got);
             continue;
         }
-        if (!(status == TF_EOF && eof_ok && tf_decoder_buffered(&c->dec) == 0)) {
-            raise_read_failure(c, &s, status, announced, announced < 0 && tf_decoder_buffered(&c->dec) ? "frame header" : "frame");
+        size_t buffered = tf_decoder_buffered(&c->dec);
+        if (!(status == TF_EOF && eof_ok && buffered == 0)) {
+            Py_ssize_t expected = announced >= 0 ? TF_HEADER_SIZE + announced
+                                  : buffered > 0 ? TF_HEADER_SIZE : -1;
+            raise_read_failure(c, &s, status, expected, announced < 0 && buffered ? "frame header"
+                                                                                  : "frame");
         }
         break;
     }
@@ -453,14 +454,20 @@ c_receive_all(Connection *c, PyObject *arg)
     if (size_arg(arg, "n", 0, &n) < 0 || open_socket(c) == NULL) {
         return NULL;
     }
-    /* Callers ask for what they expect, so allocating n is theirs to bound. */
-    PyObject *result = PyBytes_FromStringAndSize(NULL, n);
-    if (result == NULL) {
+    if (tf_decoder_buffered(&c->dec) >= (size_t)n) {
+        PyObject *result = PyBytes_FromStringAndSize((const char *)tf_decoder_head(&c->dec), n);
+        if (result != NULL) {
+            tf_decoder_consume(&c->dec, (size_t)n);
+        }
+        return result;
+    }
+    Stream s;
+    if (stream_open(&s, c->st, c->sock) < 0) {
         return NULL;
     }
-    if (receive_exact(c, PyBytes_AS_STRING(result), (size_t)n) < 0) {
-        Py_DECREF(result);
-        return NULL;
+    PyObject *result = take_then_receive(c, &s, 0, (size_t)n, n, "data");
+    if (stream_close(&s) < 0) {
+        Py_CLEAR(result);
     }
     return result;
 }

@@ -252,3 +252,24 @@ def test_connection_over_tls():
         assert [b.read_bytes() for _ in frames] == frames
         b.send_string("back")
         assert a.read_string() == "back"
+
+
+def test_receive_all_timeout_keeps_the_bytes_and_continues(conns):
+    a, b = conns
+    b.socket.settimeout(0.3)
+    a.socket.sendall(b"0123")
+    with pytest.raises(TransferTimeout) as info:
+        b.receive_all(10)
+    assert (info.value.partial, info.value.expected) == (b"0123", 10)
+    assert b.buffered == 4
+    a.socket.sendall(b"456789")
+    assert b.receive_all(10) == b"0123456789"
+
+
+def test_receive_all_closed_early_reports_what_came(conns):
+    a, b = conns
+    a.socket.sendall(b"xyz")
+    a.close()
+    with pytest.raises(ConnectionClosed) as info:
+        b.receive_all(5)
+    assert (info.value.partial, info.value.expected) == (b"xyz", 5)

@@ -5,6 +5,8 @@ import textwrap
 
 import pytest
 
+import tcpframe
+
 # Run in a fresh interpreter so that its peak RSS says only what this does.
 PROBE = textwrap.dedent(
     """
@@ -64,3 +66,33 @@ def test_sixty_four_mib_frame_needs_no_extra_copy(buffered):
     assert received == size
     # A second full copy would make this 128 MiB or more.
     assert growth < 1.5 * size, f"peak RSS grew {growth / size:.2f}x the frame"
+
+
+
+@pytest.mark.parametrize("how", ["read_bytes", "receive_all", "Connection.read_bytes",
+                                 "Connection.receive_all"])
+def test_allocation_follows_what_arrives(how):
+    """Peak *allocated* memory, not RSS: an allocation of the announced size
+    would cost no RSS until touched, but tracemalloc sees it."""
+    import tracemalloc
+
+    from conftest import make_pair
+
+    client, server = make_pair()
+    reader = tcpframe.Connection(server) if how.startswith("Connection") else server
+    announce = b"99999999" if how.endswith("read_bytes") else b""
+    client.sendall(announce + b"x" * 10)
+    client.close()
+    tracemalloc.start()
+    try:
+        with pytest.raises(tcpframe.ConnectionClosed) as info:
+            if how.endswith("read_bytes"):
+                tcpframe.read_bytes(reader)
+            else:
+                tcpframe.receive_all(reader, 99_999_999)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        reader.close()
+    assert len(info.value.partial) == len(announce) + 10
+    assert peak < 4 << 20, f"{peak >> 20} MiB allocated for {len(announce) + 10} bytes"
