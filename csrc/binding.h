@@ -61,6 +61,8 @@ typedef struct {
     tf_io io;
 } Stream;
 
+/* stream_open holds a reference to sock until stream_close: every
+ * successful open must be closed exactly once. */
 int stream_open(Stream *s, module_state *st, PyObject *sock);
 int stream_close(Stream *s);
 tf_status stream_recv_exact(Stream *s, char *buf, size_t n, size_t *done);

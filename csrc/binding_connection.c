@@ -28,6 +28,9 @@ typedef struct {
     module_state *st;        /* alive as long as our type, which we hold */
     Py_ssize_t max_size;
     tf_decoder dec;
+    /* Reads in progress: they write into dec's buffer with the GIL released,
+     * so close() from another thread leaves freeing it to the last one. */
+    int readers;
 } Connection;
 
 int
@@ -80,9 +83,11 @@ take_then_receive(Connection *c, Stream *s, size_t skip, size_t n, Py_ssize_t ex
         return NULL;
     }
     unsigned char kept[TF_HEADER_SIZE];
-    memcpy(kept, head, skip);
-    memcpy(PyBytes_AS_STRING(result), head + skip, have);
-    tf_decoder_consume(&c->dec, skip + have);
+    if (skip + have > 0) {      /* an empty decoder may have no buffer at all */
+        memcpy(kept, head, skip);
+        memcpy(PyBytes_AS_STRING(result), head + skip, have);
+        tf_decoder_consume(&c->dec, skip + have);
+    }
 
     size_t got = have;
     tf_status status = recv_growing_into(s, (Py_ssize_t)n, &result, &got);
@@ -116,6 +121,7 @@ read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
     Stream s;
     int opened = 0;     /* the socket is touched only when the buffer runs dry */
     PyObject *result = NULL;
+    c->readers++;
     for (;;) {
         const unsigned char *payload;
         size_t len, need;
@@ -134,7 +140,7 @@ read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
         }
         if (!opened) {
             if (stream_open(&s, c->st, c->sock) < 0) {
-                return NULL;
+                break;
             }
             opened = 1;
         }
@@ -168,6 +174,9 @@ read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
     if (opened && stream_close(&s) < 0) {
         Py_CLEAR(result);
     }
+    if (--c->readers == 0 && c->sock == NULL) {
+        tf_decoder_free(&c->dec);   /* closed while we read: ours to free */
+    }
     return result;
 }
 
@@ -184,8 +193,10 @@ receive_exact(Connection *c, char *buf, size_t n)
 {
     size_t take = tf_decoder_buffered(&c->dec);
     take = take < n ? take : n;
-    memcpy(buf, tf_decoder_head(&c->dec), take);
-    tf_decoder_consume(&c->dec, take);
+    if (take > 0) {             /* an empty decoder may have no buffer at all */
+        memcpy(buf, tf_decoder_head(&c->dec), take);
+        tf_decoder_consume(&c->dec, take);
+    }
     if (take == n) {
         return 0;
     }
@@ -383,6 +394,7 @@ connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     c->sock = Py_NewRef(sock);
     c->st = st;
     c->max_size = max_size;
+    c->readers = 0;
     tf_decoder_init(&c->dec, (size_t)max_size);
     return (PyObject *)c;
 }
@@ -518,7 +530,9 @@ static PyObject *
 c_close(Connection *c, PyObject *unused)
 {
     (void)unused;
-    tf_decoder_free(&c->dec);
+    if (c->readers == 0) {
+        tf_decoder_free(&c->dec);
+    }
     PyObject *sock = c->sock;
     if (sock == NULL) {
         Py_RETURN_NONE;

@@ -181,6 +181,9 @@ stream_open(Stream *s, module_state *st, PyObject *sock)
         }
         s->io.fd = (int)v;
     }
+    /* Ours for the whole call: another thread may close the socket (and
+     * drop its last other reference) while this one waits in recv(). */
+    Py_INCREF(sock);
     return 0;
 }
 
@@ -188,20 +191,24 @@ stream_open(Stream *s, module_state *st, PyObject *sock)
 int
 stream_close(Stream *s)
 {
-    if (!s->timeout_changed) {
-        return 0;
+    int result = 0;
+    if (s->timeout_changed) {
+        PyObject *pending = take_exception();
+        PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "d", s->timeout);
+        Py_XDECREF(r);
+        if (pending != NULL) {
+            if (r == NULL) {
+                PyErr_Clear();  /* the first error is the one worth reporting */
+            }
+            put_exception(pending);
+            result = -1;
+        }
+        else if (r == NULL) {
+            result = -1;
+        }
     }
-    PyObject *pending = take_exception();
-    PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "d", s->timeout);
-    Py_XDECREF(r);
-    if (pending == NULL) {
-        return r == NULL ? -1 : 0;
-    }
-    if (r == NULL) {
-        PyErr_Clear();      /* the first error is the one worth reporting */
-    }
-    put_exception(pending);
-    return -1;
+    Py_DECREF(s->sock);
+    return result;
 }
 
 /* Before each method call on a wrapped socket with a timeout, narrow its

@@ -273,3 +273,22 @@ def test_receive_all_closed_early_reports_what_came(conns):
     with pytest.raises(ConnectionClosed) as info:
         b.receive_all(5)
     assert (info.value.partial, info.value.expected) == (b"xyz", 5)
+
+
+def test_close_from_another_thread_while_a_read_waits(background):
+    """close() must not free the buffer a blocked read is about to fill (CI's
+    ASan run would report the use-after-free).  Closing an fd does not wake
+    a thread blocked on it, so the reader's own timeout ends its wait."""
+    client, server = make_pair()
+    with client:
+        conn = Connection(server)
+        server.settimeout(1.0)
+        client.sendall(b"0000001")  # part of a header: the read must wait
+        bg = background(conn.read_bytes)
+        time.sleep(0.2)
+        conn.close()
+        with pytest.raises(OSError):  # TransferTimeout, or EBADF from the closed fd
+            bg.join()
+        assert conn.closed
+        with pytest.raises(ValueError, match="closed Connection"):
+            conn.read_bytes()
