@@ -5,6 +5,9 @@ import threading
 
 import pytest
 
+# The kit's hostile peer, used by these tests too (one trickle, not two).
+from tcpframe.testing import trickle  # noqa: F401
+
 # Every blocking call in these tests runs under a timeout so that a broken
 # build fails a test instead of hanging the run.
 SAFETY_TIMEOUT = 30.0
@@ -65,12 +68,3 @@ def background():
     yield start
     for bg in started:
         bg.thread.join(SAFETY_TIMEOUT)
-
-
-def trickle(sock, data, chunk=1, delay=0.001):
-    """Send data a few bytes at a time, with pauses, as a slow peer does."""
-    import time
-
-    for i in range(0, len(data), chunk):
-        sock.sendall(data[i : i + chunk])
-        time.sleep(delay)
