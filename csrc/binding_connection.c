@@ -454,12 +454,6 @@ c_send_bytes(Connection *c, PyObject *data)
 }
 
 static PyObject *
-c_send_many(Connection *c, PyObject *iterable)
-{
-    return send_many(c, iterable);
-}
-
-static PyObject *
 c_receive_all(Connection *c, PyObject *arg)
 {
     Py_ssize_t n;
@@ -607,7 +601,7 @@ static PyMethodDef connection_methods[] = {
      "call; max_size defaults to the Connection's."},
     {"send_bytes", (PyCFunction)c_send_bytes, METH_O,
      "send_bytes($self, data, /)\n--\n\nSend data as one frame (one system call)."},
-    {"send_many", (PyCFunction)c_send_many, METH_O,
+    {"send_many", (PyCFunction)send_many, METH_O,
      "send_many($self, frames, /)\n--\n\n"
      "Send every item of an iterable of bytes-like objects as a frame each,\n"
      "hundreds per system call.  Returns how many frames were sent.  Every\n"

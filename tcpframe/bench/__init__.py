@@ -190,7 +190,7 @@ def machine() -> str:
     return f"{cpu}; {platform.system()} {platform.release()}; CPython {platform.python_version()}"
 
 
-def ratio(mode: str, value: float, ref: Optional[float]) -> str:
+def ratio(value: float, ref: Optional[float]) -> str:
     """Against C: time ratio for round trips (lower is better), rate ratio
     for streams (higher is better)."""
     if not ref:
@@ -212,7 +212,7 @@ def table(report: dict) -> str:
             if impl in medians:
                 value = medians[impl]
                 shown = f"{value:,.0f}" if value >= 1000 else f"{value:,.2f}"
-                lines.append(f"  {DESCRIPTIONS[impl]:<50} {shown:>14}  {ratio(w['mode'], value, ref):>8}")
+                lines.append(f"  {DESCRIPTIONS[impl]:<50} {shown:>14}  {ratio(value, ref):>8}")
         lines.append("")
     return "\n".join(lines)
 
