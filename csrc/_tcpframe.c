@@ -1,18 +1,37 @@
 /* tcpframe._tcpframe: the module -- its functions, argument parsing and
- * multi-phase initialisation.  The socket driving is in binding_stream.c,
- * the Connection and Decoder types in binding_connection.c and
- * binding_decoder.c; the plain-C core is frame_*.c. */
-#include "binding.h"
+ * multi-phase initialisation.  The top of the binding: it uses the types
+ * (binding_connection.c, binding_decoder.c), which use the socket driving
+ * (binding_stream.c), which uses the plain-C core (frame_*.c). */
+#include "binding_types.h"
 
-#include <errno.h>
 #include <string.h>
 
 /* A Connection passed to a module function: its method does the work, so
- * bytes it has buffered are not skipped. */
+ * bytes it has buffered are not skipped, and its locks are taken. */
 static PyObject *
 connection_method(PyObject *conn, const char *name, PyObject *arg)
 {
     return PyObject_CallMethod(conn, name, "O", arg);
+}
+
+static PyObject *
+send_frame_any(module_state *st, PyObject *sock, const char *data, Py_ssize_t len)
+{
+    return is_connection(st, sock) ? connection_send_frame(sock, data, len)
+                                   : send_frame(st, sock, data, len);
+}
+
+/* max_size_obj: NULL or None for the default -- a Connection's own. */
+static PyObject *
+read_frame_any(module_state *st, PyObject *sock, PyObject *max_size_obj)
+{
+    Py_ssize_t max_size;
+    if (is_connection(st, sock)) {
+        return max_size_arg(max_size_obj, -1, &max_size) < 0
+            ? NULL : connection_read_frame(sock, max_size);
+    }
+    return max_size_arg(max_size_obj, (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0
+        ? NULL : read_frame(st, sock, max_size);
 }
 
 /* ------------------------------------------------------------- arguments */
@@ -75,8 +94,6 @@ no_keywords(const char *fname, PyObject *kwnames)
     return 0;
 }
 
-/* A size argument: an int >= 0 (a caller mistake is ValueError/TypeError,
- * never a FrameError, which is for what a peer sends). */
 static const char *
 encoding_arg(PyObject *obj)
 {
@@ -108,11 +125,15 @@ py_send_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject 
         parse_args("send_all", args, nargs, NULL, 2, 0, (const char *const[]){NULL}, a) < 0) {
         return NULL;
     }
+    module_state *st = get_state(module);
+    if (is_connection(st, a[0])) {
+        return connection_method(a[0], "send_all", a[1]);
+    }
     Py_buffer view;
     if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    PyObject *result = send_all_buffer(get_state(module), a[0], &view);
+    PyObject *result = send_all_to(st, a[0], view.buf, view.len);
     PyBuffer_Release(&view);
     return result;
 }
@@ -138,21 +159,7 @@ py_receive_all(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObje
     if (is_connection(st, a[0])) {
         return connection_method(a[0], "receive_all", a[1]);
     }
-    Stream s;
-    if (stream_open(&s, st, a[0]) < 0) {
-        return NULL;
-    }
-    PyObject *expected = PyLong_FromSsize_t(n);
-    PyObject *result = NULL;
-    if (expected != NULL) {
-        Progress p = {"data", "", 0, 0, expected};
-        result = recv_exact_bytes(&s, n, &p);
-        Py_DECREF(expected);
-    }
-    if (stream_close(&s) < 0) {
-        Py_CLEAR(result);
-    }
-    return result;
+    return receive_all_from(st, a[0], n);
 }
 
 PyDoc_STRVAR(receive_into_doc,
@@ -183,25 +190,10 @@ py_receive_into(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObj
         }
         return NULL;
     }
-    Stream s;
-    PyObject *result = NULL;
-    if (stream_open(&s, get_state(module), a[0]) == 0) {
-        size_t done = 0;
-        tf_status status = stream_recv_exact(&s, view.buf, (size_t)view.len, &done);
-        if (status != TF_OK) {
-            PyObject *expected = PyLong_FromSsize_t(view.len);
-            if (expected != NULL) {
-                Progress p = {"buffer", "", 0, done, expected};
-                raise_recv_failure(&s, status, &p, view.buf);
-                Py_DECREF(expected);
-            }
-        }
-        if (stream_close(&s) == 0 && status == TF_OK) {
-            result = PyLong_FromSsize_t(view.len);
-        }
-    }
+    int r = receive_into_from(get_state(module), a[0], &view);
+    Py_ssize_t len = view.len;
     PyBuffer_Release(&view);
-    return result;
+    return r < 0 ? NULL : PyLong_FromSsize_t(len);
 }
 
 PyDoc_STRVAR(send_bytes_doc,
@@ -223,7 +215,7 @@ py_send_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObjec
     if (PyObject_GetBuffer(a[1], &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    PyObject *result = send_frame(get_state(module), a[0], view.buf, view.len);
+    PyObject *result = send_frame_any(get_state(module), a[0], view.buf, view.len);
     PyBuffer_Release(&view);
     return result;
 }
@@ -243,12 +235,10 @@ static PyObject *
 py_read_bytes(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[2] = {NULL, NULL};
-    Py_ssize_t max_size;
-    if (parse_args("read_bytes", args, nargs, kwnames, 1, 0, read_kw, a) < 0 ||
-        size_arg(a[1], "max_size", (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0) {
+    if (parse_args("read_bytes", args, nargs, kwnames, 1, 0, read_kw, a) < 0) {
         return NULL;
     }
-    return read_frame(get_state(module), a[0], max_size, a[1] != NULL);
+    return read_frame_any(get_state(module), a[0], a[1]);
 }
 
 PyDoc_STRVAR(send_string_doc,
@@ -279,8 +269,8 @@ py_send_string(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObje
     if (encoded == NULL) {
         return NULL;
     }
-    PyObject *result = send_frame(get_state(module), a[0], PyBytes_AS_STRING(encoded),
-                                  PyBytes_GET_SIZE(encoded));
+    PyObject *result = send_frame_any(get_state(module), a[0], PyBytes_AS_STRING(encoded),
+                                      PyBytes_GET_SIZE(encoded));
     Py_DECREF(encoded);
     return result;
 }
@@ -298,16 +288,14 @@ static PyObject *
 py_read_string(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *a[3] = {NULL, NULL, NULL};
-    Py_ssize_t max_size;
-    if (parse_args("read_string", args, nargs, kwnames, 1, 0, read_string_kw, a) < 0 ||
-        size_arg(a[1], "max_size", (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0) {
+    if (parse_args("read_string", args, nargs, kwnames, 1, 0, read_string_kw, a) < 0) {
         return NULL;
     }
     const char *encoding = encoding_arg(a[2]);
     if (encoding == NULL) {
         return NULL;
     }
-    PyObject *payload = read_frame(get_state(module), a[0], max_size, a[1] != NULL);
+    PyObject *payload = read_frame_any(get_state(module), a[0], a[1]);
     if (payload == NULL) {
         return NULL;
     }
@@ -448,6 +436,7 @@ module_exec(PyObject *module)
 {
     module_state *st = get_state(module);
     if (import_attr(&st->socket_type, "socket", "socket") < 0 ||
+        import_attr(&st->socket_kind, "_socket", "socket") < 0 ||
         import_attr(&st->socket_timeout, "socket", "timeout") < 0 ||
         import_attr(&st->ConnectionClosed, "tcpframe.errors", "ConnectionClosed") < 0 ||
         import_attr(&st->FrameError, "tcpframe.errors", "FrameError") < 0 ||
@@ -455,8 +444,20 @@ module_exec(PyObject *module)
         import_attr(&st->TransferTimeout, "tcpframe.errors", "TransferTimeout") < 0) {
         return -1;
     }
-    if (!PyType_Check(st->socket_type)) {
+    if (!PyType_Check(st->socket_type) || !PyType_Check(st->socket_kind)) {
         PyErr_SetString(PyExc_TypeError, "socket.socket is not a type");
+        return -1;
+    }
+    /* _socket.socket's `type` member: the kind (SOCK_STREAM...) without the
+     * Python property that socket.socket puts over it. */
+    PyObject *kind = PyDict_GetItemString(((PyTypeObject *)st->socket_kind)->tp_dict, "type");
+    if (kind == NULL || Py_TYPE(kind)->tp_descr_get == NULL) {
+        PyErr_SetString(PyExc_TypeError, "_socket.socket has no `type` member");
+        return -1;
+    }
+    Py_SETREF(st->socket_kind, Py_NewRef(kind));
+    st->narrowed = PyDict_New();
+    if (st->narrowed == NULL) {
         return -1;
     }
     st->ConnectionType = PyType_FromModuleAndSpec(module, &connection_spec, NULL);
@@ -478,7 +479,9 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
 {
     module_state *st = get_state(module);
     Py_VISIT(st->socket_type);
+    Py_VISIT(st->socket_kind);
     Py_VISIT(st->socket_timeout);
+    Py_VISIT(st->narrowed);
     Py_VISIT(st->ConnectionClosed);
     Py_VISIT(st->FrameError);
     Py_VISIT(st->FrameTooLarge);
@@ -493,7 +496,9 @@ module_clear(PyObject *module)
 {
     module_state *st = get_state(module);
     Py_CLEAR(st->socket_type);
+    Py_CLEAR(st->socket_kind);
     Py_CLEAR(st->socket_timeout);
+    Py_CLEAR(st->narrowed);
     Py_CLEAR(st->ConnectionClosed);
     Py_CLEAR(st->FrameError);
     Py_CLEAR(st->FrameTooLarge);
@@ -514,9 +519,9 @@ static PyModuleDef_Slot module_slots[] = {
 #ifdef Py_mod_multiple_interpreters
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
-#ifdef Py_mod_gil
-    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
-#endif
+    /* No Py_mod_gil slot: the Connection's locks order calls, but its
+     * fields, the Decoder and the module state rely on the GIL between
+     * them, so a free-threaded build must keep the GIL on for us. */
     {0, NULL},
 };
 
@@ -531,34 +536,6 @@ struct PyModuleDef tcpframe_module_def = {
     .m_clear = module_clear,
     .m_free = module_free,
 };
-
-module_state *
-state_from_type(PyTypeObject *type)
-{
-#if PY_VERSION_HEX >= 0x030B0000
-    PyObject *module = PyType_GetModuleByDef(type, &tcpframe_module_def);
-    return module == NULL ? NULL : get_state(module);
-#else
-    /* Walk the MRO to our own type: a Python subclass has no module. */
-    PyObject *mro = type->tp_mro;
-    for (Py_ssize_t i = 0; mro != NULL && i < PyTuple_GET_SIZE(mro); i++) {
-        PyTypeObject *base = (PyTypeObject *)PyTuple_GET_ITEM(mro, i);
-        if (!PyType_HasFeature(base, Py_TPFLAGS_HEAPTYPE)) {
-            continue;
-        }
-        PyObject *module = PyType_GetModule(base);
-        if (module == NULL) {
-            PyErr_Clear();
-            continue;
-        }
-        if (PyModule_GetDef(module) == &tcpframe_module_def) {
-            return get_state(module);
-        }
-    }
-    PyErr_Format(PyExc_TypeError, "%s is not a tcpframe type", type->tp_name);
-    return NULL;
-#endif
-}
 
 PyMODINIT_FUNC
 PyInit__tcpframe(void)

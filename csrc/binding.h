@@ -1,6 +1,18 @@
-/* Shared by the binding's files (binding_*.c, _tcpframe.c): the module
- * state, the per-call view of a socket (Stream), and the helpers that turn
- * the plain-C core's statuses into tcpframe's exceptions.
+/* The binding's base layer, shared by every binding_*.c file: the module
+ * state, the per-call view of a socket (Stream) and the exceptions that say
+ * how far a transfer got.  It knows nothing of the Connection and Decoder
+ * types (binding_types.h) or of the module's functions (_tcpframe.c): the
+ * files depend in one direction, module -> types -> stream driver.
+ *
+ * The memory rule of the whole binding: a pointer into memory we own (a
+ * decoder buffer, a bytes object being filled, a header on the stack) is
+ * never handed to Python code.  Python code -- a wrapped socket's methods,
+ * __buffer__, an iterator, a signal handler -- can run at many points of a
+ * call, and it could keep such a pointer (a memoryview slice survives
+ * release()) and write through it after the memory moved.  Wrapped sockets
+ * therefore read into and send from Python objects of their own (see
+ * binding_stream.c), and every caller holds strong references across any
+ * call that can run Python code.
  *
  * Not built on the Limited API: a frame's bytes object grows as its payload
  * arrives (so a peer announcing 99,999,999 bytes and sending ten costs ten)
@@ -18,17 +30,25 @@
 /* A bytes object for a frame starts at most this big and doubles as data
  * arrives: memory follows the bytes received, not the length announced. */
 #define GROW_START ((Py_ssize_t)1 << 20)
-/* Wrapped sockets (TLS) get header and payload joined into one sendall()
- * below this size, so two small writes never meet Nagle's algorithm. */
-#define JOIN_LIMIT ((Py_ssize_t)1 << 14)
+
+/* "No timeout", said once: a socket whose gettimeout() is None, or so large
+ * (past ~30 years) that a deadline would overflow and mean nothing. */
+#define NO_TIMEOUT (-1.0)
+#define TIMEOUT_CEILING 1e9
 
 #if PY_VERSION_HEX < 0x030A0000
 static inline PyObject *Py_NewRef(PyObject *o) { Py_INCREF(o); return o; }
+static inline PyObject *Py_XNewRef(PyObject *o) { Py_XINCREF(o); return o; }
 #endif
 
 typedef struct {
     PyObject *socket_type;      /* socket.socket: the one type whose fd we drive */
+    PyObject *socket_kind;      /* _socket.socket's C-level `type` getter */
     PyObject *socket_timeout;   /* socket.timeout, raised by wrapped sockets */
+    /* Wrapped sockets whose timeout a call has narrowed: sock -> [their own
+     * timeout, calls using it].  Shared by every call, so that two threads
+     * narrowing one socket restore what the user set, not each other's. */
+    PyObject *narrowed;
     PyObject *ConnectionClosed;
     PyObject *FrameError;
     PyObject *FrameTooLarge;
@@ -43,47 +63,65 @@ get_state(PyObject *module)
     return (module_state *)PyModule_GetState(module);
 }
 
+/* The state of the module that made `ours` (a type with tp_new `new`), found
+ * from `type`, which may be a Python subclass of it. */
+module_state *state_from_type(PyTypeObject *type, newfunc new);
+
 /* The pending exception as one object: 3.12's API, emulated before it. */
 PyObject *take_exception(void);
 void put_exception(PyObject *exc);
 
+/* ------------------------------------------------------------- sockets */
+
+typedef enum { FOR_RECV = 1, FOR_SEND = 2 } stream_use;
+
+/* Check that obj can carry frames: a SOCK_STREAM socket.socket (or
+ * subclass), or an object with recv_into()/sendall() as `use` needs.
+ * TypeError / ValueError naming what was passed otherwise. */
+int check_stream_socket(module_state *st, PyObject *obj, int use);
+
 /* One call's view of a socket: either its file descriptor driven by the C
  * core, or -- for anything that is not exactly socket.socket (SSLSocket, a
- * wrapper) -- its own recv_into()/sendall() methods, so TLS is never bypassed. */
+ * subclass, a wrapper) -- its own recv_into()/sendall() methods, so TLS and
+ * cooperative sockets are never bypassed. */
 typedef struct {
     tf_hooks hooks;          /* first: the core hands it back to our hooks */
     PyThreadState *tstate;
     module_state *st;
-    PyObject *sock;
+    PyObject *sock;          /* a strong reference for the whole call */
     int wrapped;
-    double timeout;          /* sock.gettimeout(); negative for None */
-    int timeout_changed;     /* a wrapped socket's timeout was narrowed */
+    double timeout;          /* the socket's own timeout, or NO_TIMEOUT */
+    PyObject *narrowing;     /* our entry in st->narrowed while registered */
+    PyObject *scratch;       /* wrapped: the bytearray recv_into() fills */
     tf_io io;
 } Stream;
 
-/* stream_open holds a reference to sock until stream_close: every
- * successful open must be closed exactly once. */
-int stream_open(Stream *s, module_state *st, PyObject *sock);
+/* stream_open takes a reference to sock before it runs any Python code and
+ * holds it until stream_close: every successful open is closed exactly once. */
+int stream_open(Stream *s, module_state *st, PyObject *sock, int use);
 int stream_close(Stream *s);
 tf_status stream_recv_exact(Stream *s, char *buf, size_t n, size_t *done);
 tf_status stream_recv_some(Stream *s, char *buf, size_t n, size_t *got);
 tf_status stream_send(Stream *s, struct iovec *iov, int cnt, size_t *done);
 
-/* What a failed call was moving, for its exception's message and fields. */
+/* ------------------------------------------------------------ failures */
+
+/* What a failed transfer was moving, for its exception's message and fields. */
 typedef struct {
     const char *what;         /* "frame", "data", ... */
-    const char *prefix;       /* raw bytes already consumed before `partial` */
-    size_t prefix_len;        /* (a frame's header, when the payload failed) */
     size_t done;              /* bytes of the item moved, prefix included */
-    PyObject *expected;       /* item size, or None: borrowed */
+    Py_ssize_t expected;      /* the item's size, or -1 when not known (None) */
+    const char *prefix;       /* received: raw bytes consumed before `rest` */
+    size_t prefix_len;        /* (a frame's header, when the payload failed) */
+    const char *rest;         /* received: the done - prefix_len bytes after it */
     int kept;                 /* a Connection keeps the bytes: retry is safe */
 } Progress;
 
-/* A size argument: an int >= 0, or `deflt` when absent (obj NULL).  A
- * caller's mistake is ValueError/TypeError, never a FrameError, which is
- * for what a peer sends. */
-int size_arg(PyObject *obj, const char *name, Py_ssize_t deflt, Py_ssize_t *out);
-int non_negative(const char *name, Py_ssize_t v);
+/* Raise what a failed receive or send means: ConnectionClosed (.partial),
+ * TransferTimeout (.partial or .sent), OSError; TF_ABORTED means a Python
+ * exception is already set, which gets a note of the progress (3.11+). */
+void raise_recv_failure(Stream *s, tf_status status, const Progress *p);
+void raise_send_failure(Stream *s, tf_status status, const Progress *p);
 
 /* Raise cls(*args) built from a Py_BuildValue format. */
 void raise_new(PyObject *cls, const char *format, ...);
@@ -91,10 +129,18 @@ void raise_bad_header(module_state *st, const unsigned char *header);
 void raise_too_large_to_receive(module_state *st, const unsigned char *header, size_t n,
                                 Py_ssize_t max_size);
 void raise_too_large_to_send(module_state *st, Py_ssize_t size);
-/* Turn a failed core status into its exception; `rest` holds the bytes
- * moved after p->prefix.  TF_ABORTED means a Python exception is set. */
-void raise_recv_failure(Stream *s, tf_status status, const Progress *p, const char *rest);
-void raise_send_failure(Stream *s, tf_status status, const Progress *p);
+
+/* ----------------------------------------------------------- arguments */
+
+/* A size argument: an int >= 0, or `deflt` when absent (obj NULL).  A
+ * caller's mistake is ValueError/TypeError, never a FrameError, which is
+ * for what a peer sends. */
+int size_arg(PyObject *obj, const char *name, Py_ssize_t deflt, Py_ssize_t *out);
+/* A max_size argument: as size_arg, but None means `deflt` too, and any
+ * value past MAX_SIZE means MAX_SIZE (no frame is larger). */
+int max_size_arg(PyObject *obj, Py_ssize_t deflt, Py_ssize_t *out);
+
+/* ------------------------------------------------------ frames, plainly */
 
 /* Receive into *result (a bytes object of which the first *got bytes are
  * filled) until it holds n bytes, growing it from GROW_START as data comes.
@@ -102,25 +148,14 @@ void raise_send_failure(Stream *s, tf_status status, const Progress *p);
  * with MemoryError set and TF_ABORTED returned, if memory ran out). */
 tf_status recv_growing_into(Stream *s, Py_ssize_t n, PyObject **result, size_t *got);
 
-/* One whole frame's payload / one frame sent, on a plain or wrapped socket. */
-/* A Connection passed where a socket is expected reads through its buffer
- * (with its own max_size unless one is given: `explicit_max`). */
-PyObject *read_frame(module_state *st, PyObject *sock, Py_ssize_t max_size, int explicit_max);
-PyObject *recv_exact_bytes(Stream *s, Py_ssize_t n, Progress *p);
+/* The module's functions on a socket (not a Connection): one Stream each. */
+PyObject *read_frame(module_state *st, PyObject *sock, Py_ssize_t max_size);
 PyObject *send_frame(module_state *st, PyObject *sock, const char *data, Py_ssize_t len);
-PyObject *send_all_buffer(module_state *st, PyObject *sock, Py_buffer *view);
-
-/* The Connection and Decoder types: specs and what module init needs. */
-extern PyType_Spec connection_spec;
-extern PyType_Spec decoder_spec;
-int is_connection(module_state *st, PyObject *obj);
-PyObject *connection_read_frame(PyObject *conn, Py_ssize_t max_size, int use_default);
-PyObject *connection_socket(PyObject *conn);
-PyObject *connection_send_frame(PyObject *conn, const char *data, Py_ssize_t len);
-
-extern struct PyModuleDef tcpframe_module_def;
-
-/* The module's state from one of its types, or a subclass of one. */
-module_state *state_from_type(PyTypeObject *type);
+PyObject *send_all_to(module_state *st, PyObject *sock, const char *data, Py_ssize_t len);
+PyObject *receive_all_from(module_state *st, PyObject *sock, Py_ssize_t n);
+int receive_into_from(module_state *st, PyObject *sock, Py_buffer *view);
+/* Within an open stream: the frame, or -1 with the exception set. */
+int send_frame_on(Stream *s, const char *data, Py_ssize_t len);
+int send_all_on(Stream *s, const char *data, Py_ssize_t len);
 
 #endif

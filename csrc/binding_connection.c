@@ -4,13 +4,24 @@
  * system call per batch rather than two per frame; a large payload is
  * received straight into its bytes object, never through the buffer; and
  * send_many() puts many frames in one vectored call.  A Connection never
- * loses received bytes: after a timeout or close they stay buffered (and
- * are reported in .partial), and the next read carries on from them. */
-#include "binding.h"
+ * loses received bytes: after a timeout or a signal they stay buffered (and
+ * are reported in .partial), and the next read carries on from them.
+ *
+ * Threads and re-entrancy, as io.BufferedReader/Writer do it: one lock per
+ * direction, so one thread may read while another sends; a second reader
+ * (or sender) waits for the first; the same thread coming back in (a signal
+ * handler, a wrapped socket's recv_into) gets RuntimeError.  The decoder is
+ * touched only by the holder of the read lock.  close() never frees what a
+ * call in progress uses: it wakes such calls (shutdown) and leaves closing
+ * the socket -- and so releasing its file descriptor number for reuse -- to
+ * the last of them. */
+#include "binding_types.h"
 
 #include <string.h>
+#include <sys/socket.h>
 
 #include "frame_decoder.h"
+#include "pythread.h"
 
 /* Read-ahead per recv(): many small frames per system call. */
 #define READ_CHUNK ((size_t)1 << 16)
@@ -23,14 +34,20 @@
 #define BATCH 500
 
 typedef struct {
+    PyThread_type_lock lock;
+    unsigned long owner;     /* the thread inside the call, 0 when none */
+    const char *doing;       /* "reading" / "sending", for the error */
+} call_lock;
+
+typedef struct {
     PyObject_HEAD
-    PyObject *sock;          /* owned; NULL once closed */
+    PyObject *sock;          /* owned until the socket is really closed */
     module_state *st;        /* alive as long as our type, which we hold */
     Py_ssize_t max_size;
     tf_decoder dec;
-    /* Reads in progress: they write into dec's buffer with the GIL released,
-     * so close() from another thread leaves freeing it to the last one. */
-    int readers;
+    call_lock reading, sending;
+    int users;               /* calls between enter() and leave() */
+    int closed;              /* close() was called */
 } Connection;
 
 int
@@ -39,13 +56,134 @@ is_connection(module_state *st, PyObject *obj)
     return PyObject_TypeCheck(obj, (PyTypeObject *)st->ConnectionType);
 }
 
-static PyObject *
-open_socket(Connection *c)
+/* ------------------------------------------------- entering and leaving */
+
+static void
+raise_closed(const char *method)
 {
-    if (c->sock == NULL) {
-        PyErr_SetString(PyExc_ValueError, "I/O operation on a closed Connection");
+    PyErr_Format(PyExc_ValueError, "I/O operation on a closed Connection (%s())", method);
+}
+
+/* The close() that happened during a call is why it failed: say so, with
+ * what the socket reported (EOF, EPIPE...) as the cause. */
+static void
+raise_closed_during(const char *method)
+{
+    PyObject *cause = take_exception();
+    PyErr_Format(PyExc_ValueError,
+                 "Connection.%s() was cut short: close() was called on the Connection "
+                 "(from another thread or a signal handler) while it was in progress",
+                 method);
+    if (cause != NULL) {
+        PyObject *exc = take_exception();
+        PyException_SetCause(exc, cause);
+        put_exception(exc);
     }
-    return c->sock;
+}
+
+/* Close the socket for real: no call is using it any more. */
+static int
+finish_close(Connection *c)
+{
+    tf_decoder_free(&c->dec);
+    PyObject *sock = c->sock;
+    if (sock == NULL) {
+        return 0;
+    }
+    c->sock = NULL;
+    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
+    Py_DECREF(sock);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
+/* Wake the calls blocked on the socket: they see EOF or EPIPE and leave. */
+static void
+wake_users(Connection *c)
+{
+    PyObject *pending = take_exception();
+    if (PyObject_TypeCheck(c->sock, (PyTypeObject *)c->st->socket_type)) {
+        PyObject *fd = PyObject_CallMethod(c->sock, "fileno", NULL);
+        long v = fd == NULL ? -1 : PyLong_AsLong(fd);
+        Py_XDECREF(fd);
+        if (v >= 0) {
+            shutdown((int)v, SHUT_RDWR);    /* ENOTCONN and the like: nothing to wake */
+        }
+    }
+    else {
+        PyObject *r = PyObject_CallMethod(c->sock, "shutdown", "i", SHUT_RDWR);
+        Py_XDECREF(r);
+    }
+    PyErr_Clear();
+    if (pending != NULL) {
+        put_exception(pending);
+    }
+}
+
+static int
+enter(Connection *c, call_lock *l, const char *method)
+{
+    if (c->closed) {
+        raise_closed(method);
+        return -1;
+    }
+    unsigned long me = PyThread_get_thread_ident();
+    if (l->owner == me) {
+        PyErr_Format(PyExc_RuntimeError,
+                     "reentrant call inside Connection.%s(): this thread is already %s on "
+                     "this Connection (a signal handler or a socket method called back "
+                     "into it); use another Connection, or do it after the call returns",
+                     method, l->doing);
+        return -1;
+    }
+    if (!PyThread_acquire_lock(l->lock, NOWAIT_LOCK)) {
+        /* Another thread is inside: wait for it without the GIL, running
+         * signal handlers (Ctrl-C) as they come. */
+        for (;;) {
+            PyLockStatus r;
+            Py_BEGIN_ALLOW_THREADS
+            r = PyThread_acquire_lock_timed(l->lock, -1, 1);
+            Py_END_ALLOW_THREADS
+            if (r == PY_LOCK_ACQUIRED) {
+                break;
+            }
+            if (PyErr_CheckSignals() < 0) {
+                return -1;
+            }
+        }
+    }
+    if (c->closed) {        /* closed while we waited */
+        PyThread_release_lock(l->lock);
+        raise_closed(method);
+        return -1;
+    }
+    l->owner = me;
+    c->users++;
+    return 0;
+}
+
+static PyObject *
+leave(Connection *c, call_lock *l, PyObject *result, const char *method)
+{
+    l->owner = 0;
+    PyThread_release_lock(l->lock);
+    c->users--;
+    if (!c->closed) {
+        return result;
+    }
+    if (result == NULL && PyErr_ExceptionMatches(PyExc_OSError)) {
+        raise_closed_during(method);
+    }
+    if (c->users == 0) {
+        PyObject *pending = take_exception();
+        if (finish_close(c) < 0) {
+            PyErr_WriteUnraisable((PyObject *)c);
+        }
+        if (pending != NULL) {
+            put_exception(pending);
+        }
+    }
+    return result;
 }
 
 /* -------------------------------------------------------------- reading */
@@ -57,13 +195,26 @@ static void
 raise_read_failure(Connection *c, Stream *s, tf_status status, Py_ssize_t expected,
                    const char *what)
 {
-    PyObject *exp = expected < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(expected);
-    if (exp == NULL) {
-        return;
+    size_t buffered = tf_decoder_buffered(&c->dec);
+    raise_recv_failure(s, status, &(Progress){
+        .what = what, .done = buffered, .expected = expected, .kept = 1,
+        .rest = buffered ? (const char *)tf_decoder_head(&c->dec) : ""});
+}
+
+/* Put bytes back at the front of the buffer after a failed receive; keeps
+ * the exception pending, or sets MemoryError if they did not fit. */
+static void
+put_back(Connection *c, const unsigned char *kept, size_t skip, const char *rest, size_t n)
+{
+    PyObject *pending = take_exception();
+    int fed = tf_decoder_feed(&c->dec, kept, skip) == 0 &&
+              tf_decoder_feed(&c->dec, rest, n) == 0;
+    if (pending != NULL) {
+        put_exception(pending);
     }
-    Progress p = {what, "", 0, tf_decoder_buffered(&c->dec), exp, 1};
-    raise_recv_failure(s, status, &p, (const char *)tf_decoder_head(&c->dec));
-    Py_DECREF(exp);
+    else if (!fed) {
+        PyErr_NoMemory();
+    }
 }
 
 /* The next n bytes of the stream, after `skip` buffered bytes (a frame's
@@ -75,7 +226,6 @@ static PyObject *
 take_then_receive(Connection *c, Stream *s, size_t skip, size_t n, Py_ssize_t expected,
                   const char *what)
 {
-    const unsigned char *head = tf_decoder_head(&c->dec);
     size_t have = tf_decoder_buffered(&c->dec) - skip;
     size_t start = n < (size_t)GROW_START ? n : (size_t)GROW_START;
     PyObject *result = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(start > have ? start : have));
@@ -84,44 +234,39 @@ take_then_receive(Connection *c, Stream *s, size_t skip, size_t n, Py_ssize_t ex
     }
     unsigned char kept[TF_HEADER_SIZE];
     if (skip + have > 0) {      /* an empty decoder may have no buffer at all */
+        const unsigned char *head = tf_decoder_head(&c->dec);
         memcpy(kept, head, skip);
         memcpy(PyBytes_AS_STRING(result), head + skip, have);
         tf_decoder_consume(&c->dec, skip + have);
     }
-
     size_t got = have;
     tf_status status = recv_growing_into(s, (Py_ssize_t)n, &result, &got);
     if (status == TF_OK) {
         return result;
     }
-    PyObject *pending = take_exception();
-    int fed = tf_decoder_feed(&c->dec, kept, skip) == 0 &&
-              (result == NULL || tf_decoder_feed(&c->dec, PyBytes_AS_STRING(result), got) == 0);
-    Py_XDECREF(result);
-    if (pending != NULL) {
-        put_exception(pending);
+    if (result == NULL) {       /* out of memory growing it: its bytes are gone */
+        put_back(c, kept, skip, "", 0);
         return NULL;
     }
-    if (!fed) {
-        return PyErr_NoMemory();
+    int raised = status == TF_ABORTED;
+    put_back(c, kept, skip, PyBytes_AS_STRING(result), got);
+    Py_DECREF(result);
+    if (!raised && !PyErr_Occurred()) {
+        raise_read_failure(c, s, status, expected, what);
     }
-    raise_read_failure(c, s, status, expected, what);
     return NULL;
 }
 
-/* The next frame's payload.  With eof_ok, a clean close between frames
- * returns NULL with no exception set (the end of iteration). */
+/* The next frame's payload, with the read lock held.  With eof_ok, a clean
+ * close between frames returns NULL with no exception set (the end of
+ * iteration). */
 static PyObject *
-read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
+read_frame_locked(Connection *c, Py_ssize_t max_size, int eof_ok, const char *method)
 {
-    if (open_socket(c) == NULL) {
-        return NULL;
-    }
     c->dec.max_size = (size_t)max_size;
     Stream s;
     int opened = 0;     /* the socket is touched only when the buffer runs dry */
     PyObject *result = NULL;
-    c->readers++;
     for (;;) {
         const unsigned char *payload;
         size_t len, need;
@@ -138,20 +283,26 @@ read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
             raise_too_large_to_receive(c->st, tf_decoder_head(&c->dec), len, max_size);
             break;
         }
+        if (c->closed) {        /* by Python code that ran during the last recv */
+            raise_closed_during(method);
+            break;
+        }
         if (!opened) {
-            if (stream_open(&s, c->st, c->sock) < 0) {
+            if (stream_open(&s, c->st, c->sock, FOR_RECV) < 0) {
                 break;
             }
             opened = 1;
         }
-        Py_ssize_t announced = tf_decoder_buffered(&c->dec) >= TF_HEADER_SIZE ? (Py_ssize_t)len : -1;
+        size_t buffered = tf_decoder_buffered(&c->dec);
+        Py_ssize_t announced = buffered >= TF_HEADER_SIZE ? (Py_ssize_t)len : -1;
         if (announced >= (Py_ssize_t)DIRECT_MIN) {
             result = take_then_receive(c, &s, TF_HEADER_SIZE, len, TF_HEADER_SIZE + announced,
                                        "frame");
             break;
         }
         size_t avail;
-        unsigned char *into = tf_decoder_reserve(&c->dec, need > READ_CHUNK ? need : READ_CHUNK, &avail);
+        unsigned char *into = tf_decoder_reserve(&c->dec, need > READ_CHUNK ? need : READ_CHUNK,
+                                                 &avail);
         if (into == NULL) {
             PyErr_NoMemory();
             break;
@@ -162,32 +313,42 @@ read_frame_buffered(Connection *c, Py_ssize_t max_size, int eof_ok)
             tf_decoder_commit(&c->dec, got);
             continue;
         }
-        size_t buffered = tf_decoder_buffered(&c->dec);
-        if (!(status == TF_EOF && eof_ok && buffered == 0)) {
+        if (c->closed && (status != TF_ABORTED || PyErr_ExceptionMatches(PyExc_OSError))) {
+            raise_closed_during(method);
+        }
+        else if (!(status == TF_EOF && eof_ok && buffered == 0)) {
             Py_ssize_t expected = announced >= 0 ? TF_HEADER_SIZE + announced
                                   : buffered > 0 ? TF_HEADER_SIZE : -1;
-            raise_read_failure(c, &s, status, expected, announced < 0 && buffered ? "frame header"
-                                                                                  : "frame");
+            raise_read_failure(c, &s, status, expected,
+                               announced < 0 && buffered ? "frame header" : "frame");
         }
         break;
     }
     if (opened && stream_close(&s) < 0) {
         Py_CLEAR(result);
     }
-    if (--c->readers == 0 && c->sock == NULL) {
-        tf_decoder_free(&c->dec);   /* closed while we read: ours to free */
-    }
     return result;
 }
 
-PyObject *
-connection_read_frame(PyObject *conn, Py_ssize_t max_size, int use_default)
+static PyObject *
+read_frame_as(Connection *c, Py_ssize_t max_size, int eof_ok, const char *method)
 {
-    Connection *c = (Connection *)conn;
-    return read_frame_buffered(c, use_default ? c->max_size : max_size, 0);
+    if (enter(c, &c->reading, method) < 0) {
+        return NULL;
+    }
+    PyObject *result = read_frame_locked(c, max_size, eof_ok, method);
+    return leave(c, &c->reading, result, method);
 }
 
-/* Fill buf[0..n): buffered bytes first, then straight from the socket. */
+PyObject *
+connection_read_frame(PyObject *conn, Py_ssize_t max_size)
+{
+    Connection *c = (Connection *)conn;
+    return read_frame_as(c, max_size < 0 ? c->max_size : max_size, 0, "read_bytes");
+}
+
+/* Fill buf[0..n): buffered bytes first, then straight from the socket.  On
+ * failure what arrived goes back into the buffer. */
 static int
 receive_exact(Connection *c, char *buf, size_t n)
 {
@@ -201,40 +362,21 @@ receive_exact(Connection *c, char *buf, size_t n)
         return 0;
     }
     Stream s;
-    if (stream_open(&s, c->st, c->sock) < 0) {
-        tf_decoder_feed(&c->dec, buf, take);
+    if (stream_open(&s, c->st, c->sock, FOR_RECV) < 0) {
+        put_back(c, NULL, 0, buf, take);
         return -1;
     }
     size_t done = take;
     tf_status status = stream_recv_exact(&s, buf, n, &done);
     if (status != TF_OK) {
-        PyObject *pending = take_exception();
-        int fed = tf_decoder_feed(&c->dec, buf, done) == 0;
-        if (pending != NULL) {
-            put_exception(pending);
-        }
-        else if (!fed) {
-            PyErr_NoMemory();
-        }
-        else {
-            PyObject *expected = PyLong_FromSize_t(n);
-            if (expected != NULL) {
-                Progress p = {"data", "", 0, done, expected, 1};
-                raise_recv_failure(&s, status, &p, buf);
-                Py_DECREF(expected);
-            }
+        put_back(c, NULL, 0, buf, done);
+        if (!PyErr_Occurred()) {
+            raise_recv_failure(&s, status, &(Progress){.what = "data", .done = done,
+                                                       .expected = (Py_ssize_t)n,
+                                                       .rest = buf, .kept = 1});
         }
     }
-    if (stream_close(&s) < 0 || status != TF_OK) {
-        return -1;
-    }
-    return 0;
-}
-
-PyObject *
-connection_socket(PyObject *conn)
-{
-    return open_socket((Connection *)conn);
+    return stream_close(&s) < 0 || status != TF_OK ? -1 : 0;
 }
 
 /* -------------------------------------------------------------- sending */
@@ -243,31 +385,54 @@ PyObject *
 connection_send_frame(PyObject *conn, const char *data, Py_ssize_t len)
 {
     Connection *c = (Connection *)conn;
-    PyObject *sock = open_socket(c);
-    return sock == NULL ? NULL : send_frame(c->st, sock, data, len);
+    if ((size_t)len > TF_MAX_SIZE) {
+        raise_too_large_to_send(c->st, len);
+        return NULL;
+    }
+    if (enter(c, &c->sending, "send_bytes") < 0) {
+        return NULL;
+    }
+    Stream s;
+    PyObject *result = NULL;
+    if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
+        int r = send_frame_on(&s, data, len);
+        if (stream_close(&s) == 0 && r == 0) {
+            result = Py_NewRef(Py_None);
+        }
+    }
+    return leave(c, &c->sending, result, "send_bytes");
 }
 
-/* Send frames[lo..hi) in one vectored call: headers and small payloads
- * copied side by side into one staging block, large payloads by reference. */
-static tf_status
-send_batch(Stream *s, Py_buffer *views, Py_ssize_t count, size_t *done, int *nomem)
+/* Send the frames views[0..count) in one vectored call: headers and small
+ * payloads copied side by side into one staging block, large payloads by
+ * reference.  Returns -1 with an exception set on failure. */
+static int
+send_batch(Stream *s, const Py_buffer *views, Py_ssize_t count, size_t *done,
+           Py_ssize_t expected)
 {
     size_t staged = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         staged += TF_HEADER_SIZE + (views[i].len <= COPY_MAX ? (size_t)views[i].len : 0);
     }
-    unsigned char *block = PyMem_Malloc(staged ? staged : 1);
+    unsigned char *block = PyMem_Malloc(staged);
     struct iovec *iov = PyMem_Malloc(sizeof(struct iovec) * (size_t)(2 * count + 1));
     if (block == NULL || iov == NULL) {
         PyMem_Free(block);
         PyMem_Free(iov);
-        *nomem = 1;
-        return TF_ABORTED;
+        PyErr_NoMemory();
+        return -1;
     }
     int cnt = 0;
     size_t at = 0, run_start = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
-        tf_encode_header((size_t)views[i].len, block + at);
+        /* Sizes were checked on these very views, which pin them; a codec
+         * failure is still never ignored: no unwritten header goes out. */
+        if (tf_encode_header((size_t)views[i].len, block + at) < 0) {
+            raise_too_large_to_send(s->st, views[i].len);
+            PyMem_Free(block);
+            PyMem_Free(iov);
+            return -1;
+        }
         at += TF_HEADER_SIZE;
         if (views[i].len <= COPY_MAX) {
             memcpy(block + at, views[i].buf, (size_t)views[i].len);
@@ -288,81 +453,80 @@ send_batch(Stream *s, Py_buffer *views, Py_ssize_t count, size_t *done, int *nom
     tf_status status = stream_send(s, iov, cnt, done);
     PyMem_Free(block);
     PyMem_Free(iov);
-    return status;
+    if (status != TF_OK) {
+        raise_send_failure(s, status, &(Progress){.what = "frames passed to send_many()",
+                                                  .done = *done, .expected = expected});
+        return -1;
+    }
+    return 0;
+}
+
+/* Send frames, with the send lock held and every view pinned. */
+static int
+send_views_locked(Connection *c, const Py_buffer *views, Py_ssize_t n, Py_ssize_t total)
+{
+    Stream s;
+    if (stream_open(&s, c->st, c->sock, FOR_SEND) < 0) {
+        return -1;
+    }
+    size_t sent = 0;
+    int r = 0;
+    for (Py_ssize_t lo = 0; lo < n && r == 0; lo += BATCH) {
+        r = send_batch(&s, views + lo, n - lo < BATCH ? n - lo : BATCH, &sent, total);
+    }
+    return stream_close(&s) < 0 || r < 0 ? -1 : 0;
 }
 
 static PyObject *
 send_many(Connection *c, PyObject *iterable)
 {
-    PyObject *sock = open_socket(c);
-    if (sock == NULL) {
+    if (c->closed) {
+        raise_closed("send_many");
         return NULL;
     }
-    PyObject *items = PySequence_Fast(iterable, "send_many() takes an iterable of bytes-like objects");
+    /* A private copy: iterating and __buffer__ run Python code, which must
+     * not be able to change (or free) the items we send. */
+    PyObject *items = PySequence_List(iterable);
     if (items == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PySequence_Fast_GET_SIZE(items);
-    PyObject **objs = PySequence_Fast_ITEMS(items);
-    Py_buffer views[BATCH];
-    Py_ssize_t total_frames = 0, held = 0;
-    size_t total_bytes = 0;
+    Py_ssize_t n = PyList_GET_SIZE(items), held = 0;
+    Py_buffer *views = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Py_buffer));
     PyObject *result = NULL;
-    /* Every size is checked before any byte leaves. */
-    for (Py_ssize_t i = 0; i < n; i++) {
-        Py_buffer v;
-        if (PyObject_GetBuffer(objs[i], &v, PyBUF_SIMPLE) < 0) {
-            goto done;
-        }
-        Py_ssize_t len = v.len;
-        PyBuffer_Release(&v);
-        if ((size_t)len > TF_MAX_SIZE) {
-            raise_too_large_to_send(c->st, len);
-            goto done;
-        }
-        total_bytes += TF_HEADER_SIZE + (size_t)len;
-    }
-    Stream s;
-    if (stream_open(&s, c->st, sock) < 0) {
+    if (views == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
-    size_t sent = 0;
-    tf_status status = TF_OK;
-    int nomem = 0;
-    for (Py_ssize_t lo = 0; lo < n && status == TF_OK; lo += BATCH) {
-        Py_ssize_t count = n - lo < BATCH ? n - lo : BATCH;
-        for (held = 0; held < count; held++) {
-            if (PyObject_GetBuffer(objs[lo + held], &views[held], PyBUF_SIMPLE) < 0) {
-                status = TF_ABORTED;
-                break;
-            }
+    /* Every view is taken, and so every size fixed (an exported bytearray
+     * cannot be resized), before any byte leaves. */
+    size_t total = 0;
+    for (; held < n; held++) {
+        if (PyObject_GetBuffer(PyList_GET_ITEM(items, held), &views[held], PyBUF_SIMPLE) < 0) {
+            goto done;
         }
-        if (status == TF_OK) {
-            status = send_batch(&s, views, count, &sent, &nomem);
-            if (status == TF_OK) {
-                total_frames += count;
-            }
+        if ((size_t)views[held].len > TF_MAX_SIZE) {
+            raise_too_large_to_send(c->st, views[held].len);
+            held++;
+            goto done;
         }
+        total += TF_HEADER_SIZE + (size_t)views[held].len;
+    }
+    if (enter(c, &c->sending, "send_many") < 0) {
+        goto done;
+    }
+    int r = send_views_locked(c, views, n, (Py_ssize_t)total);
+    result = leave(c, &c->sending, r < 0 ? NULL : PyLong_FromSsize_t(n), "send_many");
+done:
+    if (views != NULL) {
+        PyObject *pending = take_exception();
         for (Py_ssize_t i = 0; i < held; i++) {
             PyBuffer_Release(&views[i]);
         }
-        held = 0;
-    }
-    if (nomem) {
-        PyErr_NoMemory();
-    }
-    else if (status != TF_OK) {
-        PyObject *expected = PyLong_FromSize_t(total_bytes);
-        if (expected != NULL) {
-            Progress p = {"frames passed to send_many()", "", 0, sent, expected, 0};
-            raise_send_failure(&s, status, &p);
-            Py_DECREF(expected);
+        PyMem_Free(views);
+        if (pending != NULL) {
+            put_exception(pending);
         }
     }
-    if (stream_close(&s) == 0 && status == TF_OK) {
-        result = PyLong_FromSsize_t(total_frames);
-    }
-done:
     Py_DECREF(items);
     return result;
 }
@@ -373,13 +537,14 @@ static PyObject *
 connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"sock", "max_size", NULL};
-    PyObject *sock;
-    Py_ssize_t max_size = (Py_ssize_t)TF_MAX_SIZE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$n:Connection", kwlist, &sock, &max_size) ||
-        non_negative("max_size", max_size) < 0) {
+    PyObject *sock, *max_size_obj = NULL;
+    Py_ssize_t max_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:Connection", kwlist, &sock,
+                                     &max_size_obj) ||
+        max_size_arg(max_size_obj, (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0) {
         return NULL;
     }
-    module_state *st = state_from_type(type);
+    module_state *st = state_from_type(type, connection_new);
     if (st == NULL) {
         return NULL;
     }
@@ -387,15 +552,25 @@ connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         PyErr_SetString(PyExc_TypeError, "Connection() takes a socket, not a Connection");
         return NULL;
     }
+    if (check_stream_socket(st, sock, FOR_RECV | FOR_SEND) < 0) {
+        return NULL;
+    }
     Connection *c = (Connection *)type->tp_alloc(type, 0);
     if (c == NULL) {
         return NULL;
     }
-    c->sock = Py_NewRef(sock);
     c->st = st;
     c->max_size = max_size;
-    c->readers = 0;
     tf_decoder_init(&c->dec, (size_t)max_size);
+    c->reading.lock = PyThread_allocate_lock();
+    c->sending.lock = PyThread_allocate_lock();
+    c->reading.doing = "reading";
+    c->sending.doing = "sending";
+    if (c->reading.lock == NULL || c->sending.lock == NULL) {
+        Py_DECREF(c);
+        return PyErr_NoMemory();
+    }
+    c->sock = Py_NewRef(sock);
     return (PyObject *)c;
 }
 
@@ -421,6 +596,12 @@ connection_dealloc(Connection *c)
     PyObject_GC_UnTrack(c);
     connection_clear(c);
     tf_decoder_free(&c->dec);
+    if (c->reading.lock != NULL) {
+        PyThread_free_lock(c->reading.lock);
+    }
+    if (c->sending.lock != NULL) {
+        PyThread_free_lock(c->sending.lock);
+    }
     type->tp_free((PyObject *)c);
     Py_DECREF(type);
 }
@@ -435,10 +616,10 @@ c_read_bytes(Connection *c, PyObject *const *args, Py_ssize_t nargs, PyObject *k
         PyErr_SetString(PyExc_TypeError, "read_bytes() takes only the keyword argument max_size");
         return NULL;
     }
-    if (size_arg(nkw == 1 ? args[0] : NULL, "max_size", c->max_size, &max_size) < 0) {
+    if (max_size_arg(nkw == 1 ? args[0] : NULL, c->max_size, &max_size) < 0) {
         return NULL;
     }
-    return read_frame_buffered(c, max_size, 0);
+    return read_frame_as(c, max_size, 0, "read_bytes");
 }
 
 static PyObject *
@@ -457,64 +638,72 @@ static PyObject *
 c_receive_all(Connection *c, PyObject *arg)
 {
     Py_ssize_t n;
-    if (size_arg(arg, "n", 0, &n) < 0 || open_socket(c) == NULL) {
+    if (size_arg(arg, "n", 0, &n) < 0 || enter(c, &c->reading, "receive_all") < 0) {
         return NULL;
     }
+    PyObject *result = NULL;
     if (tf_decoder_buffered(&c->dec) >= (size_t)n) {
-        PyObject *result = PyBytes_FromStringAndSize((const char *)tf_decoder_head(&c->dec), n);
+        result = PyBytes_FromStringAndSize(n ? (const char *)tf_decoder_head(&c->dec) : "", n);
         if (result != NULL) {
             tf_decoder_consume(&c->dec, (size_t)n);
         }
-        return result;
     }
-    Stream s;
-    if (stream_open(&s, c->st, c->sock) < 0) {
-        return NULL;
+    else {
+        Stream s;
+        if (stream_open(&s, c->st, c->sock, FOR_RECV) == 0) {
+            result = take_then_receive(c, &s, 0, (size_t)n, n, "data");
+            if (stream_close(&s) < 0) {
+                Py_CLEAR(result);
+            }
+        }
     }
-    PyObject *result = take_then_receive(c, &s, 0, (size_t)n, n, "data");
-    if (stream_close(&s) < 0) {
-        Py_CLEAR(result);
-    }
-    return result;
+    return leave(c, &c->reading, result, "receive_all");
 }
 
 static PyObject *
 c_receive_into(Connection *c, PyObject *arg)
 {
-    if (open_socket(c) == NULL) {
-        return NULL;
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(arg, &view, PyBUF_WRITABLE) < 0) {
         return NULL;
     }
-    int r = receive_exact(c, view.buf, (size_t)view.len);
-    Py_ssize_t len = view.len;
+    PyObject *result = NULL;
+    if (enter(c, &c->reading, "receive_into") == 0) {
+        int r = receive_exact(c, view.buf, (size_t)view.len);
+        result = leave(c, &c->reading, r < 0 ? NULL : PyLong_FromSsize_t(view.len),
+                       "receive_into");
+    }
     PyBuffer_Release(&view);
-    return r < 0 ? NULL : PyLong_FromSsize_t(len);
+    return result;
 }
 
 static PyObject *
 c_send_all(Connection *c, PyObject *data)
 {
-    PyObject *sock = open_socket(c);
-    if (sock == NULL) {
-        return NULL;
-    }
     Py_buffer view;
     if (PyObject_GetBuffer(data, &view, PyBUF_SIMPLE) < 0) {
         return NULL;
     }
-    PyObject *r = send_all_buffer(c->st, sock, &view);
+    PyObject *result = NULL;
+    if (enter(c, &c->sending, "send_all") == 0) {
+        Stream s;
+        if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
+            int r = send_all_on(&s, view.buf, view.len);
+            if (stream_close(&s) == 0 && r == 0) {
+                result = Py_NewRef(Py_None);
+            }
+        }
+        result = leave(c, &c->sending, result, "send_all");
+    }
     PyBuffer_Release(&view);
-    return r;
+    return result;
 }
 
 static PyObject *
 c_fileno(Connection *c, PyObject *unused)
 {
     (void)unused;
-    if (c->sock == NULL) {
+    if (c->closed || c->sock == NULL) {
         return PyLong_FromLong(-1);
     }
     return PyObject_CallMethod(c->sock, "fileno", NULL);
@@ -524,24 +713,26 @@ static PyObject *
 c_close(Connection *c, PyObject *unused)
 {
     (void)unused;
-    if (c->readers == 0) {
-        tf_decoder_free(&c->dec);
-    }
-    PyObject *sock = c->sock;
-    if (sock == NULL) {
+    c->closed = 1;
+    if (c->sock == NULL) {
         Py_RETURN_NONE;
     }
-    c->sock = NULL;
-    PyObject *r = PyObject_CallMethod(sock, "close", NULL);
-    Py_DECREF(sock);
-    return r;
+    if (c->users > 0) {
+        wake_users(c);      /* the last of them closes the socket */
+        Py_RETURN_NONE;
+    }
+    if (finish_close(c) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
 c_enter(Connection *c, PyObject *unused)
 {
     (void)unused;
-    if (open_socket(c) == NULL) {
+    if (c->closed) {
+        raise_closed("__enter__");
         return NULL;
     }
     return Py_NewRef((PyObject *)c);
@@ -562,22 +753,25 @@ c_exit(Connection *c, PyObject *args)
 static PyObject *
 connection_iternext(Connection *c)
 {
-    return read_frame_buffered(c, c->max_size, 1);
+    return read_frame_as(c, c->max_size, 1, "__next__");
 }
 
 static PyObject *
 get_socket(Connection *c, void *closure)
 {
     (void)closure;
-    PyObject *sock = open_socket(c);
-    return sock ? Py_NewRef(sock) : NULL;
+    if (c->closed || c->sock == NULL) {
+        raise_closed("socket");
+        return NULL;
+    }
+    return Py_NewRef(c->sock);
 }
 
 static PyObject *
 get_closed(Connection *c, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(c->sock == NULL);
+    return PyBool_FromLong(c->closed);
 }
 
 static PyObject *
@@ -585,6 +779,22 @@ get_buffered(Connection *c, void *closure)
 {
     (void)closure;
     return PyLong_FromSize_t(tf_decoder_buffered(&c->dec));
+}
+
+/* Whether read_bytes() would return (or raise) without touching the
+ * socket: select() cannot see bytes that are already in our buffer. */
+static PyObject *
+get_frame_ready(Connection *c, void *closure)
+{
+    (void)closure;
+    size_t buffered = tf_decoder_buffered(&c->dec), n;
+    if (buffered < TF_HEADER_SIZE) {
+        Py_RETURN_FALSE;
+    }
+    if (tf_decode_header(tf_decoder_head(&c->dec), &n) < 0 || n > (size_t)c->max_size) {
+        Py_RETURN_TRUE;     /* read_bytes() raises at once */
+    }
+    return PyBool_FromLong(buffered - TF_HEADER_SIZE >= n);
 }
 
 static PyObject *
@@ -598,7 +808,7 @@ static PyMethodDef connection_methods[] = {
     {"read_bytes", (PyCFunction)(void (*)(void))c_read_bytes, METH_FASTCALL | METH_KEYWORDS,
      "read_bytes($self, /, *, max_size=None)\n--\n\n"
      "Receive one frame's payload.  Frames already buffered cost no system\n"
-     "call; max_size defaults to the Connection's."},
+     "call; max_size None (the default) means the Connection's own."},
     {"send_bytes", (PyCFunction)c_send_bytes, METH_O,
      "send_bytes($self, data, /)\n--\n\nSend data as one frame (one system call)."},
     {"send_many", (PyCFunction)send_many, METH_O,
@@ -615,7 +825,10 @@ static PyMethodDef connection_methods[] = {
     {"fileno", (PyCFunction)c_fileno, METH_NOARGS,
      "fileno($self, /)\n--\n\nThe socket's file descriptor, or -1 once closed."},
     {"close", (PyCFunction)c_close, METH_NOARGS,
-     "close($self, /)\n--\n\nClose the socket and drop the buffer.  Safe to repeat."},
+     "close($self, /)\n--\n\n"
+     "Close the socket and drop the buffer.  Safe to repeat, and from any\n"
+     "thread: calls in progress on other threads are woken and fail with\n"
+     "ValueError, and the socket is closed when the last of them returns."},
     {"__enter__", (PyCFunction)c_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)c_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -626,6 +839,11 @@ static PyGetSetDef connection_getset[] = {
     {"closed", (getter)get_closed, NULL, "True once close() was called.", NULL},
     {"buffered", (getter)get_buffered, NULL,
      "Bytes received but not yet returned (read ahead of the current frame).", NULL},
+    {"frame_ready", (getter)get_frame_ready, NULL,
+     "True when a whole frame is buffered: read_bytes() will return it (or\n"
+     "raise, at a bad header) without touching the socket.  select() and\n"
+     "selectors see only the socket, so check this first:\n\n"
+     "    if conn.frame_ready or select.select([conn], [], [], t)[0]: ...", NULL},
     {"max_size", (getter)get_max_size, NULL, "The default max_size of read_bytes().", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -642,7 +860,11 @@ PyDoc_STRVAR(connection_doc,
 "The module's functions accept a Connection and use its buffer.\n"
 "Timeouts, signals, the GIL and TLS behave as with the module's functions,\n"
 "and a timeout loses nothing: received bytes stay buffered and the next\n"
-"read continues.");
+"read continues.  frame_ready tells whether a frame is already buffered\n"
+"(select() cannot see it).\n\n"
+"Threads: one thread may read while another sends; a second reader (or\n"
+"sender) waits for the first; a call back into the same direction from the\n"
+"same thread (a signal handler) raises RuntimeError.");
 
 static PyType_Slot connection_slots[] = {
     {Py_tp_doc, (void *)connection_doc},

@@ -5,7 +5,7 @@
  *     for payload in decoder.feed(chunk):     # any chunking at all
  *         handle(payload)
  */
-#include "binding.h"
+#include "binding_types.h"
 
 #include "frame_decoder.h"
 
@@ -19,12 +19,13 @@ static PyObject *
 decoder_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"max_size", NULL};
-    Py_ssize_t max_size = (Py_ssize_t)TF_MAX_SIZE;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$n:Decoder", kwlist, &max_size) ||
-        non_negative("max_size", max_size) < 0) {
+    PyObject *max_size_obj = NULL;
+    Py_ssize_t max_size;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$O:Decoder", kwlist, &max_size_obj) ||
+        max_size_arg(max_size_obj, (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0) {
         return NULL;
     }
-    module_state *st = state_from_type(type);
+    module_state *st = state_from_type(type, decoder_new);
     if (st == NULL) {
         return NULL;
     }

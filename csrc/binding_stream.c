@@ -5,8 +5,14 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/socket.h>
 
-/* The pending exception as one object: 3.12's API, emulated before it. */
+/* A wrapped socket's recv_into() gets a private bytearray of at most this
+ * many bytes (TLS hands out one 16 KiB record per call anyway), and its
+ * sendall() private bytes objects of at most SEND_CHUNK. */
+#define RECV_CHUNK ((Py_ssize_t)1 << 16)
+#define SEND_CHUNK ((size_t)1 << 18)
+
 PyObject *
 take_exception(void)
 {
@@ -38,9 +44,27 @@ put_exception(PyObject *exc)
 #endif
 }
 
+/* Walk from `type` (perhaps a Python subclass, which has no module) to the
+ * type that PyType_FromModuleAndSpec made with this tp_new. */
+module_state *
+state_from_type(PyTypeObject *type, newfunc new)
+{
+    for (PyTypeObject *t = type; t != NULL; t = t->tp_base) {
+        if (t->tp_new != new || !PyType_HasFeature(t, Py_TPFLAGS_HEAPTYPE)) {
+            continue;
+        }
+        PyObject *module = PyType_GetModule(t);
+        if (module != NULL) {
+            return get_state(module);
+        }
+        PyErr_Clear();      /* a Python subclass: keep walking */
+    }
+    PyErr_Format(PyExc_TypeError, "%s is not a tcpframe type", type->tp_name);
+    return NULL;
+}
+
 /* ---------------------------------------------------------------- errors */
 
-/* Raise cls(*args) built from a format, so the instance carries its fields. */
 void
 raise_new(PyObject *cls, const char *format, ...)
 {
@@ -103,6 +127,56 @@ raise_too_large_to_send(module_state *st, Py_ssize_t size)
               "several frames", size, (Py_ssize_t)TF_MAX_SIZE);
 }
 
+/* ---------------------------------------------------------- socket check */
+
+static const char *
+kind_name(long kind)
+{
+    switch (kind) {
+    case SOCK_DGRAM: return "SOCK_DGRAM (UDP)";
+    case SOCK_RAW: return "SOCK_RAW";
+    case SOCK_SEQPACKET: return "SOCK_SEQPACKET";
+    default: return "non-stream";
+    }
+}
+
+int
+check_stream_socket(module_state *st, PyObject *obj, int use)
+{
+    if (PyObject_TypeCheck(obj, (PyTypeObject *)st->socket_type)) {
+        /* The C-level field: socket.socket.type is a Python property. */
+        PyObject *kind = Py_TYPE(st->socket_kind)->tp_descr_get(st->socket_kind, obj, NULL);
+        if (kind == NULL) {
+            return -1;
+        }
+        long k = PyLong_AsLong(kind);
+        Py_DECREF(kind);
+        if (k == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (k != SOCK_STREAM) {
+            PyErr_Format(PyExc_ValueError,
+                         "tcpframe needs a stream socket (SOCK_STREAM: TCP or a Unix "
+                         "stream socket), got a %s socket: frames have no meaning over "
+                         "datagrams", kind_name(k));
+            return -1;
+        }
+        return 0;
+    }
+    int missing_recv = (use & FOR_RECV) && !PyObject_HasAttrString(obj, "recv_into");
+    int missing_send = (use & FOR_SEND) && !PyObject_HasAttrString(obj, "sendall");
+    if (missing_recv || missing_send) {
+        PyErr_Format(PyExc_TypeError,
+                     "expected a connected socket (socket.socket, ssl.SSLSocket, or an "
+                     "object with %s), got %.100s",
+                     use == (FOR_RECV | FOR_SEND) ? "recv_into() and sendall()"
+                     : use == FOR_RECV ? "recv_into()" : "sendall()",
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    return 0;
+}
+
 /* --------------------------------------------------------------- streams */
 
 static void
@@ -126,93 +200,137 @@ run_signal_handlers(tf_hooks *hooks)
     return PyErr_CheckSignals() < 0;
 }
 
+/* The socket's timeout in seconds, or NO_TIMEOUT. */
+static int
+read_timeout(Stream *s)
+{
+    PyObject *t = PyObject_CallMethod(s->sock, "gettimeout", NULL);
+    if (t == NULL) {
+        if (!s->wrapped || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            return -1;
+        }
+        PyErr_Clear();      /* a minimal wrapper: no timeout, it blocks */
+        return 0;
+    }
+    if (t != Py_None) {
+        double v = PyFloat_AsDouble(t);
+        if (v == -1.0 && PyErr_Occurred()) {
+            Py_DECREF(t);
+            return -1;
+        }
+        s->timeout = v >= TIMEOUT_CEILING || v < 0 ? NO_TIMEOUT : v;
+    }
+    Py_DECREF(t);
+    /* Another call narrowed this socket's timeout: its own is on record. */
+    if (s->wrapped && s->st->narrowed != NULL) {
+        PyObject *entry = PyDict_GetItemWithError(s->st->narrowed, s->sock);
+        if (entry == NULL && PyErr_Occurred()) {
+            return -1;
+        }
+        if (entry != NULL) {
+            s->timeout = PyFloat_AS_DOUBLE(PyList_GET_ITEM(entry, 0));
+        }
+    }
+    return 0;
+}
+
 int
-stream_open(Stream *s, module_state *st, PyObject *sock)
+stream_open(Stream *s, module_state *st, PyObject *sock, int use)
 {
     s->hooks.release = gil_release;
     s->hooks.acquire = gil_acquire;
     s->hooks.interrupted = run_signal_handlers;
     s->tstate = NULL;
     s->st = st;
-    s->sock = sock;
+    /* Ours before any Python code runs: that code may close the socket and
+     * drop every other reference to it. */
+    s->sock = Py_NewRef(sock);
     s->wrapped = !Py_IS_TYPE(sock, (PyTypeObject *)st->socket_type);
-    s->timeout = -1.0;
-    s->timeout_changed = 0;
+    s->timeout = NO_TIMEOUT;
+    s->narrowing = NULL;
+    s->scratch = NULL;
     s->io.fd = -1;
     s->io.hooks = &s->hooks;
     s->io.error = 0;
     s->io.deadline_ns = TF_NO_DEADLINE;
 
-    PyObject *t = PyObject_CallMethod(sock, "gettimeout", NULL);
-    if (t == NULL) {
-        if (!s->wrapped || !PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            return -1;
-        }
-        PyErr_Clear();      /* a minimal wrapper: no timeout, it blocks */
+    if (check_stream_socket(st, sock, use) < 0 || read_timeout(s) < 0) {
+        goto fail;
     }
-    else if (t != Py_None) {
-        s->timeout = PyFloat_AsDouble(t);
-        if (s->timeout == -1.0 && PyErr_Occurred()) {
-            Py_DECREF(t);
-            return -1;
-        }
-        /* Past ~30 years a deadline is no deadline (and would overflow). */
-        if (s->timeout < 1e9) {
-            s->io.deadline_ns = tf_monotonic_ns() + (int64_t)(s->timeout * 1e9);
-        }
+    if (s->timeout != NO_TIMEOUT) {
+        s->io.deadline_ns = tf_monotonic_ns() + (int64_t)(s->timeout * 1e9);
     }
-    Py_XDECREF(t);
-
     if (!s->wrapped) {
         PyObject *fd = PyObject_CallMethod(sock, "fileno", NULL);
         if (fd == NULL) {
-            return -1;
+            goto fail;
         }
         long v = PyLong_AsLong(fd);
         Py_DECREF(fd);
         if (v == -1 && PyErr_Occurred()) {
-            return -1;
+            goto fail;
         }
         if (v < 0) {
             errno = EBADF;
             PyErr_SetString(PyExc_OSError,
                             "the socket is closed (fileno() is -1); open a new connection");
-            return -1;
+            goto fail;
         }
         s->io.fd = (int)v;
     }
-    /* Ours for the whole call: another thread may close the socket (and
-     * drop its last other reference) while this one waits in recv(). */
-    Py_INCREF(sock);
     return 0;
+fail:
+    Py_CLEAR(s->sock);
+    return -1;
 }
 
-/* Put back a wrapped socket's own timeout, keeping any pending exception. */
+/* The last call using a narrowed socket puts its own timeout back. */
+static int
+narrowing_leave(Stream *s)
+{
+    PyObject *entry = s->narrowing;
+    s->narrowing = NULL;
+    Py_ssize_t users = PyLong_AsSsize_t(PyList_GET_ITEM(entry, 1)) - 1;
+    int result = 0;
+    if (users > 0) {
+        PyObject *count = PyLong_FromSsize_t(users);
+        result = count == NULL ? -1 : PyList_SetItem(entry, 1, count);
+    }
+    else {
+        if (PyDict_DelItem(s->st->narrowed, s->sock) < 0) {
+            PyErr_Clear();  /* someone else's doing; restore all the same */
+        }
+        PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "O", PyList_GET_ITEM(entry, 0));
+        result = r == NULL ? -1 : 0;
+        Py_XDECREF(r);
+    }
+    Py_DECREF(entry);
+    return result;
+}
+
 int
 stream_close(Stream *s)
 {
     int result = 0;
-    if (s->timeout_changed) {
+    if (s->narrowing != NULL) {
         PyObject *pending = take_exception();
-        PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "d", s->timeout);
-        Py_XDECREF(r);
+        result = narrowing_leave(s);
         if (pending != NULL) {
-            if (r == NULL) {
+            if (result < 0) {
                 PyErr_Clear();  /* the first error is the one worth reporting */
             }
             put_exception(pending);
             result = -1;
         }
-        else if (r == NULL) {
-            result = -1;
-        }
     }
-    Py_DECREF(s->sock);
+    Py_CLEAR(s->scratch);
+    Py_CLEAR(s->sock);
     return result;
 }
 
 /* Before each method call on a wrapped socket with a timeout, narrow its
- * timeout to what is left of our deadline: one deadline for the whole call. */
+ * timeout to what is left of our deadline: one deadline for the whole call.
+ * The first narrowing registers the call in st->narrowed. */
 static tf_status
 wrapped_arm_deadline(Stream *s)
 {
@@ -223,82 +341,130 @@ wrapped_arm_deadline(Stream *s)
     if (left <= 0) {
         return TF_TIMEOUT;
     }
+    if (s->narrowing == NULL) {
+        PyObject *entry = PyDict_GetItemWithError(s->st->narrowed, s->sock);
+        if (entry == NULL) {
+            if (PyErr_Occurred()) {
+                return TF_ABORTED;
+            }
+            entry = Py_BuildValue("[dn]", s->timeout, (Py_ssize_t)0);
+            if (entry == NULL || PyDict_SetItem(s->st->narrowed, s->sock, entry) < 0) {
+                Py_XDECREF(entry);
+                return TF_ABORTED;
+            }
+        }
+        else {
+            Py_INCREF(entry);
+        }
+        PyObject *count = PyLong_FromSsize_t(PyLong_AsSsize_t(PyList_GET_ITEM(entry, 1)) + 1);
+        if (count == NULL || PyList_SetItem(entry, 1, count) < 0) {
+            Py_DECREF(entry);
+            return TF_ABORTED;
+        }
+        s->narrowing = entry;
+    }
     PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "d", (double)left / 1e9);
     if (r == NULL) {
         return TF_ABORTED;
     }
     Py_DECREF(r);
-    s->timeout_changed = 1;
     return TF_OK;
 }
 
-/* A Python exception from a wrapped socket: its timeout is ours to report
- * (with progress); anything else propagates as it is. */
+/* A Python exception from a wrapped socket: a timeout, or "would block" on
+ * a non-blocking socket, is ours to report with the progress; anything
+ * else propagates as it is. */
 static tf_status
 wrapped_failed(Stream *s)
 {
-    if (PyErr_ExceptionMatches(s->st->socket_timeout)) {
+    if (PyErr_ExceptionMatches(s->st->socket_timeout) ||
+        PyErr_ExceptionMatches(PyExc_BlockingIOError)) {
         PyErr_Clear();
         return TF_TIMEOUT;
     }
+    /* SSL's "would block" is its own: look only if ssl was ever imported
+     * (an SSLSocket cannot exist otherwise). */
+    PyObject *mod = PyDict_GetItemString(PyImport_GetModuleDict(), "ssl");
+    if (mod == NULL) {
+        return TF_ABORTED;
+    }
+    PyObject *exc = take_exception();
+    int would_block = 0;
+    static const char *const names[] = {"SSLWantReadError", "SSLWantWriteError"};
+    for (int i = 0; i < 2 && !would_block; i++) {
+        PyObject *cls = PyObject_GetAttrString(mod, names[i]);
+        if (cls == NULL) {
+            PyErr_Clear();      /* a stand-in ssl module: nothing matches */
+            continue;
+        }
+        would_block = PyErr_GivenExceptionMatches(exc, cls);
+        Py_DECREF(cls);
+    }
+    if (would_block) {
+        Py_DECREF(exc);
+        return TF_TIMEOUT;
+    }
+    put_exception(exc);
     return TF_ABORTED;
 }
 
-/* Call sock.<method>(memoryview over buf[0:len]) and release the view at
- * once, so the callee cannot keep a pointer into memory we are about to move. */
-static PyObject *
-call_with_view(PyObject *sock, const char *method, char *buf, Py_ssize_t len, int flags)
+/* One recv_into() on a wrapped socket.  It fills a private bytearray, whose
+ * bytes we then copy: the method may keep its argument (or a slice of a
+ * memoryview of it) forever, and must never hold a pointer into a bytes
+ * object we return or a buffer we move. */
+static tf_status
+wrapped_recv_some(Stream *s, char *buf, size_t n, size_t *got)
 {
-    PyObject *view = PyMemoryView_FromMemory(buf, len, flags);
-    if (view == NULL) {
-        return NULL;
+    tf_status armed = wrapped_arm_deadline(s);
+    if (armed != TF_OK) {
+        return armed;
     }
-    PyObject *r = PyObject_CallMethod(sock, method, "O", view);
-    PyObject *pending = r == NULL ? take_exception() : NULL;
-    PyObject *released = PyObject_CallMethod(view, "release", NULL);
-    Py_DECREF(view);
-    if (pending != NULL) {
-        Py_XDECREF(released);
-        PyErr_Clear();      /* the method's own error is the one to report */
-        put_exception(pending);
-        return NULL;
+    Py_ssize_t want = n > (size_t)RECV_CHUNK ? RECV_CHUNK : (Py_ssize_t)n;
+    if (s->scratch != NULL && Py_REFCNT(s->scratch) > 1) {
+        Py_CLEAR(s->scratch);       /* kept by the method: never reuse it */
     }
-    if (released == NULL) {     /* the method kept an export of our memory */
-        Py_XDECREF(r);
-        return NULL;
+    if (s->scratch == NULL) {
+        s->scratch = PyByteArray_FromStringAndSize(NULL, want);
     }
-    Py_DECREF(released);
-    return r;
+    else if (PyByteArray_GET_SIZE(s->scratch) != want &&
+             PyByteArray_Resize(s->scratch, want) < 0) {
+        Py_CLEAR(s->scratch);
+    }
+    if (s->scratch == NULL) {
+        return TF_ABORTED;
+    }
+    PyObject *scratch = Py_NewRef(s->scratch);
+    PyObject *r = PyObject_CallMethod(s->sock, "recv_into", "O", scratch);
+    if (r == NULL) {
+        Py_DECREF(scratch);
+        return wrapped_failed(s);
+    }
+    Py_ssize_t k = PyLong_AsSsize_t(r);
+    Py_DECREF(r);
+    tf_status status = TF_OK;
+    if (k == -1 && PyErr_Occurred()) {
+        status = TF_ABORTED;
+    }
+    /* The method may have resized the bytearray: trust only what is there. */
+    else if (k < 0 || k > want || k > PyByteArray_GET_SIZE(scratch)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%.200s.recv_into() returned %zd for a buffer of %zd bytes",
+                     Py_TYPE(s->sock)->tp_name, k, want);
+        status = TF_ABORTED;
+    }
+    else {
+        memcpy(buf, PyByteArray_AS_STRING(scratch), (size_t)k);
+        *got = (size_t)k;
+        status = k == 0 ? TF_EOF : TF_OK;
+    }
+    Py_DECREF(scratch);
+    return status;
 }
 
 tf_status
 stream_recv_some(Stream *s, char *buf, size_t n, size_t *got)
 {
-    if (!s->wrapped) {
-        return tf_recv_some(&s->io, buf, n, got);
-    }
-    tf_status armed = wrapped_arm_deadline(s);
-    if (armed != TF_OK) {
-        return armed;
-    }
-    Py_ssize_t want = n > (size_t)PY_SSIZE_T_MAX ? PY_SSIZE_T_MAX : (Py_ssize_t)n;
-    PyObject *r = call_with_view(s->sock, "recv_into", buf, want, PyBUF_WRITE);
-    if (r == NULL) {
-        return wrapped_failed(s);
-    }
-    Py_ssize_t k = PyLong_AsSsize_t(r);
-    Py_DECREF(r);
-    if (k == -1 && PyErr_Occurred()) {
-        return TF_ABORTED;
-    }
-    if (k < 0 || k > want) {
-        PyErr_Format(PyExc_ValueError,
-                     "%.200s.recv_into() returned %zd for a buffer of %zd bytes",
-                     Py_TYPE(s->sock)->tp_name, k, want);
-        return TF_ABORTED;
-    }
-    *got = (size_t)k;
-    return k == 0 ? TF_EOF : TF_OK;
+    return s->wrapped ? wrapped_recv_some(s, buf, n, got) : tf_recv_some(&s->io, buf, n, got);
 }
 
 tf_status
@@ -308,8 +474,8 @@ stream_recv_exact(Stream *s, char *buf, size_t n, size_t *done)
         return tf_recv_exact(&s->io, buf, n, done);
     }
     while (*done < n) {
-        size_t got;
-        tf_status status = stream_recv_some(s, buf + *done, n - *done, &got);
+        size_t got = 0;
+        tf_status status = wrapped_recv_some(s, buf + *done, n - *done, &got);
         if (status != TF_OK) {
             return status;
         }
@@ -318,67 +484,84 @@ stream_recv_exact(Stream *s, char *buf, size_t n, size_t *done)
     return TF_OK;
 }
 
+/* Send iov[0..cnt) through a wrapped socket's sendall(), in private bytes
+ * objects of up to SEND_CHUNK joined from the pieces: small pieces (a
+ * header and its payload) leave together, so Nagle never holds back a
+ * second small write, and the method never sees our memory.  *done can
+ * only count whole sendall() calls: a wrapper does not say how much of a
+ * failed one left. */
 static tf_status
-wrapped_sendall(Stream *s, char *buf, size_t len, size_t *done)
+wrapped_send(Stream *s, struct iovec *iov, int cnt, size_t *done)
 {
-    if (len == 0) {
-        return TF_OK;
+    size_t left = 0;
+    for (int i = 0; i < cnt; i++) {
+        left += iov[i].iov_len;
     }
-    tf_status armed = wrapped_arm_deadline(s);
-    if (armed != TF_OK) {
-        return armed;
+    int at = 0;
+    size_t offset = 0;      /* into iov[at] */
+    while (left > 0) {
+        size_t size = left < SEND_CHUNK ? left : SEND_CHUNK;
+        PyObject *chunk = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)size);
+        if (chunk == NULL) {
+            return TF_ABORTED;
+        }
+        char *out = PyBytes_AS_STRING(chunk);
+        for (size_t filled = 0; filled < size;) {
+            size_t step = iov[at].iov_len - offset;
+            step = step < size - filled ? step : size - filled;
+            memcpy(out + filled, (char *)iov[at].iov_base + offset, step);
+            filled += step;
+            offset += step;
+            if (offset == iov[at].iov_len) {
+                at++;
+                offset = 0;
+            }
+        }
+        tf_status armed = wrapped_arm_deadline(s);
+        if (armed != TF_OK) {
+            Py_DECREF(chunk);
+            return armed;
+        }
+        PyObject *r = PyObject_CallMethod(s->sock, "sendall", "O", chunk);
+        Py_DECREF(chunk);
+        if (r == NULL) {
+            return wrapped_failed(s);
+        }
+        Py_DECREF(r);
+        *done += size;
+        left -= size;
     }
-    PyObject *r = call_with_view(s->sock, "sendall", buf, (Py_ssize_t)len, PyBUF_READ);
-    if (r == NULL) {
-        return wrapped_failed(s);
-    }
-    Py_DECREF(r);
-    *done += len;
     return TF_OK;
 }
 
-/* Send iov[0..cnt).  For a wrapped socket *done can only count whole
- * sendall() calls: a wrapper does not say how much of a failed one left. */
 tf_status
 stream_send(Stream *s, struct iovec *iov, int cnt, size_t *done)
 {
-    if (!s->wrapped) {
-        return tf_send_iov(&s->io, iov, cnt, done);
-    }
-    size_t total = 0;
-    for (int i = 0; i < cnt; i++) {
-        total += iov[i].iov_len;
-    }
-    if (cnt > 1 && total <= (size_t)JOIN_LIMIT) {
-        char joined[JOIN_LIMIT];
-        size_t at = 0;
-        for (int i = 0; i < cnt; i++) {
-            memcpy(joined + at, iov[i].iov_base, iov[i].iov_len);
-            at += iov[i].iov_len;
-        }
-        return wrapped_sendall(s, joined, total, done);
-    }
-    for (int i = 0; i < cnt; i++) {
-        tf_status st = wrapped_sendall(s, iov[i].iov_base, iov[i].iov_len, done);
-        if (st != TF_OK) {
-            return st;
-        }
-    }
-    return TF_OK;
+    return s->wrapped ? wrapped_send(s, iov, cnt, done) : tf_send_iov(&s->io, iov, cnt, done);
 }
 
 /* ---------------------------------------------------- status -> exception */
 
 static PyObject *
-progress_bytes(const Progress *p, const char *rest)
+expected_obj(const Progress *p)
+{
+    return p->expected < 0 ? Py_NewRef(Py_None) : PyLong_FromSsize_t(p->expected);
+}
+
+static PyObject *
+partial_bytes(const Progress *p)
 {
     PyObject *b = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)p->done);
     if (b == NULL) {
         return NULL;
     }
     char *out = PyBytes_AS_STRING(b);
-    memcpy(out, p->prefix, p->prefix_len);
-    memcpy(out + p->prefix_len, rest, p->done - p->prefix_len);
+    if (p->prefix_len > 0) {
+        memcpy(out, p->prefix, p->prefix_len);
+    }
+    if (p->done > p->prefix_len) {
+        memcpy(out + p->prefix_len, p->rest, p->done - p->prefix_len);
+    }
     return b;
 }
 
@@ -386,7 +569,8 @@ static const char *
 sync_advice(const Progress *p)
 {
     if (p->kept) {
-        return "what arrived stays buffered in the Connection, and the next call continues from it";
+        return "what arrived stays buffered in the Connection, and the next call "
+               "continues from it";
     }
     return p->done == 0
         ? "nothing was consumed, the stream is where it was and the call may be retried"
@@ -407,9 +591,13 @@ note_progress(const Progress *p, const char *verb)
     if (exc == NULL) {
         return;
     }
-    PyObject *note = PyUnicode_FromFormat(
-        "tcpframe: interrupted after %s %zu of %S bytes of the %s; the stream is "
-        "no longer on a frame boundary", verb, p->done, p->expected, p->what);
+    PyObject *expected = expected_obj(p);
+    PyObject *note = expected == NULL ? NULL : PyUnicode_FromFormat(
+        "tcpframe: interrupted after %s %zu of %S bytes of the %s; %s", verb, p->done,
+        expected, p->what, p->kept ? "they stay buffered in the Connection, and the next "
+                                     "read continues from them"
+                                   : "the stream is no longer on a frame boundary");
+    Py_XDECREF(expected);
     PyObject *r = note ? PyObject_CallMethod(exc, "add_note", "N", note) : NULL;
     if (r == NULL) {
         PyErr_Clear();      /* the original exception matters more */
@@ -421,10 +609,18 @@ note_progress(const Progress *p, const char *verb)
 #endif
 }
 
-/* Turn a failed receive into its exception; `rest` holds the bytes received
- * after the prefix.  TF_ABORTED means a Python exception is already set. */
+static const char *
+timeout_reason(Stream *s, int sending)
+{
+    if (s->timeout != 0.0) {
+        return "timed out";
+    }
+    return sending ? "the socket is non-blocking (timeout 0.0) and its send buffer was full"
+                   : "the socket is non-blocking (timeout 0.0) and the data was not there";
+}
+
 void
-raise_recv_failure(Stream *s, tf_status status, const Progress *p, const char *rest)
+raise_recv_failure(Stream *s, tf_status status, const Progress *p)
 {
     if (status == TF_ABORTED) {
         note_progress(p, "receiving");
@@ -435,37 +631,40 @@ raise_recv_failure(Stream *s, tf_status status, const Progress *p, const char *r
         PyErr_SetFromErrno(PyExc_OSError);
         return;
     }
-    PyObject *partial = progress_bytes(p, rest);
-    if (partial == NULL) {
-        return;
+    PyObject *partial = partial_bytes(p);
+    PyObject *expected = expected_obj(p);
+    PyObject *msg = NULL;
+    if (partial == NULL || expected == NULL) {
+        goto done;
     }
-    if (status == TF_EOF && p->done == 0 && p->expected == Py_None) {
+    if (status == TF_EOF && p->done == 0 && p->expected < 0) {
         raise_new(s->st->ConnectionClosed, "(sOO)",
                   "the peer closed the connection between frames (no frame was in "
                   "progress): the conversation is over", partial, Py_None);
     }
     else if (status == TF_EOF) {
-        PyObject *msg = PyUnicode_FromFormat(
+        msg = PyUnicode_FromFormat(
             "the peer closed the connection after %zu of %S bytes of the %s; "
-            "what came is in .partial", p->done, p->expected, p->what);
+            "what came is in .partial", p->done, expected, p->what);
         if (msg != NULL) {
-            raise_new(s->st->ConnectionClosed, "(NOO)", msg, partial, p->expected);
+            raise_new(s->st->ConnectionClosed, "(OOO)", msg, partial, expected);
         }
     }
     else {
-        const char *why = s->timeout == 0.0
-            ? "the socket is non-blocking (timeout 0.0) and the data was not there"
-            : "timed out";
-        PyObject *msg = p->expected == Py_None
+        msg = p->expected < 0 && p->done == 0
             ? PyUnicode_FromFormat("%s before any byte of the next frame arrived; %s",
-                                   why, sync_advice(p))
-            : PyUnicode_FromFormat("%s after %zu of %S bytes of the %s; %s", why, p->done,
-                                   p->expected, p->what, sync_advice(p));
+                                   timeout_reason(s, 0), sync_advice(p))
+            : PyUnicode_FromFormat("%s after %zu of %S bytes of the %s; %s",
+                                   timeout_reason(s, 0), p->done, expected, p->what,
+                                   sync_advice(p));
         if (msg != NULL) {
-            raise_new(s->st->TransferTimeout, "(NOOO)", msg, partial, Py_None, p->expected);
+            raise_new(s->st->TransferTimeout, "(OOOO)", msg, partial, Py_None, expected);
         }
     }
-    Py_DECREF(partial);
+done:
+    Py_XDECREF(msg);
+    Py_XDECREF(partial);
+    Py_XDECREF(expected);
 }
 
 void
@@ -481,16 +680,18 @@ raise_send_failure(Stream *s, tf_status status, const Progress *p)
         return;
     }
     /* TF_EOF cannot come from a send: only a timeout is left. */
-    const char *why = s->timeout == 0.0
-        ? "the socket is non-blocking (timeout 0.0) and its send buffer was full"
-        : "timed out";
-    PyObject *msg = PyUnicode_FromFormat(
-        "%s after sending %zu of %S bytes of the %s; %s", why, p->done, p->expected,
-        p->what, sync_advice(p));
+    PyObject *expected = expected_obj(p);
+    if (expected == NULL) {
+        return;
+    }
+    PyObject *msg = PyUnicode_FromFormat("%s after sending %zu of %S bytes of the %s; %s",
+                                         timeout_reason(s, 1), p->done, expected, p->what,
+                                         sync_advice(p));
     if (msg != NULL) {
         raise_new(s->st->TransferTimeout, "(NOnO)", msg, Py_None, (Py_ssize_t)p->done,
-                  p->expected);
+                  expected);
     }
+    Py_DECREF(expected);
 }
 
 /* ------------------------------------------------------------- receiving */
@@ -514,10 +715,10 @@ recv_growing_into(Stream *s, Py_ssize_t n, PyObject **result, size_t *got)
     }
 }
 
-/* Receive exactly n bytes as a new bytes object that grows as they arrive.
- * On failure raise with the progress in *p. */
-PyObject *
-recv_exact_bytes(Stream *s, Py_ssize_t n, Progress *p)
+/* Exactly n bytes as a new bytes object that grows as they arrive; on
+ * failure raise with the progress `p` (its prefix, what, expected). */
+static PyObject *
+recv_exact_bytes(Stream *s, Py_ssize_t n, Progress p)
 {
     PyObject *result = PyBytes_FromStringAndSize(NULL, n < GROW_START ? n : GROW_START);
     if (result == NULL) {
@@ -528,12 +729,43 @@ recv_exact_bytes(Stream *s, Py_ssize_t n, Progress *p)
     if (status == TF_OK) {
         return result;
     }
-    p->done = p->prefix_len + got;
     if (result != NULL) {
-        raise_recv_failure(s, status, p, PyBytes_AS_STRING(result));
+        p.done = p.prefix_len + got;
+        p.rest = PyBytes_AS_STRING(result);
+        raise_recv_failure(s, status, &p);
         Py_DECREF(result);
     }
     return NULL;
+}
+
+PyObject *
+receive_all_from(module_state *st, PyObject *sock, Py_ssize_t n)
+{
+    Stream s;
+    if (stream_open(&s, st, sock, FOR_RECV) < 0) {
+        return NULL;
+    }
+    PyObject *result = recv_exact_bytes(&s, n, (Progress){.what = "data", .expected = n});
+    if (stream_close(&s) < 0) {
+        Py_CLEAR(result);
+    }
+    return result;
+}
+
+int
+receive_into_from(module_state *st, PyObject *sock, Py_buffer *view)
+{
+    Stream s;
+    if (stream_open(&s, st, sock, FOR_RECV) < 0) {
+        return -1;
+    }
+    size_t done = 0;
+    tf_status status = stream_recv_exact(&s, view->buf, (size_t)view->len, &done);
+    if (status != TF_OK) {
+        raise_recv_failure(&s, status, &(Progress){.what = "buffer", .done = done,
+                                                   .expected = view->len, .rest = view->buf});
+    }
+    return stream_close(&s) < 0 || status != TF_OK ? -1 : 0;
 }
 
 /* The announced length of the next frame, or -1 with an exception set.
@@ -544,14 +776,11 @@ recv_header(Stream *s, Py_ssize_t max_size, unsigned char header[TF_HEADER_SIZE]
     size_t got = 0;
     tf_status status = stream_recv_exact(s, (char *)header, TF_HEADER_SIZE, &got);
     if (status != TF_OK) {
-        /* Expected is unknown until the header is whole: None when nothing
+        /* The size is unknown until the header is whole: None when nothing
          * came (a clean close), else at least the header's 8 bytes. */
-        PyObject *expected = got == 0 ? Py_NewRef(Py_None) : PyLong_FromLong(TF_HEADER_SIZE);
-        if (expected != NULL) {
-            Progress p = {"frame header", "", 0, got, expected};
-            raise_recv_failure(s, status, &p, (const char *)header);
-            Py_DECREF(expected);
-        }
+        raise_recv_failure(s, status, &(Progress){.what = "frame header", .done = got,
+                                                  .expected = got == 0 ? -1 : TF_HEADER_SIZE,
+                                                  .rest = (const char *)header});
         return -1;
     }
     size_t n;
@@ -566,27 +795,20 @@ recv_header(Stream *s, Py_ssize_t max_size, unsigned char header[TF_HEADER_SIZE]
     return (Py_ssize_t)n;
 }
 
-/* The payload of the next frame as bytes. */
 PyObject *
-read_frame(module_state *st, PyObject *sock, Py_ssize_t max_size, int explicit_max)
+read_frame(module_state *st, PyObject *sock, Py_ssize_t max_size)
 {
-    if (is_connection(st, sock)) {
-        return connection_read_frame(sock, max_size, !explicit_max);
-    }
     Stream s;
-    if (stream_open(&s, st, sock) < 0) {
+    if (stream_open(&s, st, sock, FOR_RECV) < 0) {
         return NULL;
     }
     PyObject *result = NULL;
     unsigned char header[TF_HEADER_SIZE];
     Py_ssize_t n = recv_header(&s, max_size, header);
     if (n >= 0) {
-        PyObject *expected = PyLong_FromSsize_t(TF_HEADER_SIZE + n);
-        if (expected != NULL) {
-            Progress p = {"frame", (const char *)header, TF_HEADER_SIZE, 0, expected};
-            result = recv_exact_bytes(&s, n, &p);
-            Py_DECREF(expected);
-        }
+        result = recv_exact_bytes(&s, n, (Progress){.what = "frame", .expected = TF_HEADER_SIZE + n,
+                                                    .prefix = (const char *)header,
+                                                    .prefix_len = TF_HEADER_SIZE});
     }
     if (stream_close(&s) < 0) {
         Py_CLEAR(result);
@@ -596,83 +818,72 @@ read_frame(module_state *st, PyObject *sock, Py_ssize_t max_size, int explicit_m
 
 /* --------------------------------------------------------------- sending */
 
-/* Send header + payload in one vectored call. */
-PyObject *
-send_frame(module_state *st, PyObject *sock, const char *data, Py_ssize_t len)
-{
-    if (is_connection(st, sock)) {
-        sock = connection_socket(sock);
-        if (sock == NULL) {
-            return NULL;
-        }
-    }
-    if ((size_t)len > TF_MAX_SIZE) {
-        raise_too_large_to_send(st, len);
-        return NULL;
-    }
-    unsigned char header[TF_HEADER_SIZE];
-    tf_encode_header((size_t)len, header);
-    struct iovec iov[2] = {{header, TF_HEADER_SIZE}, {(void *)data, (size_t)len}};
-    Stream s;
-    if (stream_open(&s, st, sock) < 0) {
-        return NULL;
-    }
-    size_t done = 0;
-    tf_status status = stream_send(&s, iov, 2, &done);
-    if (status != TF_OK) {
-        PyObject *expected = PyLong_FromSsize_t(TF_HEADER_SIZE + len);
-        if (expected != NULL) {
-            Progress p = {"frame", "", 0, done, expected};
-            raise_send_failure(&s, status, &p);
-            Py_DECREF(expected);
-        }
-    }
-    if (stream_close(&s) < 0 || status != TF_OK) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
-
-PyObject *
-send_all_buffer(module_state *st, PyObject *sock, Py_buffer *view)
-{
-    if (is_connection(st, sock)) {
-        sock = connection_socket(sock);
-        if (sock == NULL) {
-            return NULL;
-        }
-    }
-    Stream s;
-    if (stream_open(&s, st, sock) < 0) {
-        return NULL;
-    }
-    struct iovec iov = {view->buf, (size_t)view->len};
-    size_t done = 0;
-    tf_status status = stream_send(&s, &iov, 1, &done);
-    if (status != TF_OK) {
-        PyObject *expected = PyLong_FromSsize_t(view->len);
-        if (expected != NULL) {
-            Progress p = {"data", "", 0, done, expected};
-            raise_send_failure(&s, status, &p);
-            Py_DECREF(expected);
-        }
-    }
-    if (stream_close(&s) < 0 || status != TF_OK) {
-        return NULL;
-    }
-    Py_RETURN_NONE;
-}
-
 int
-non_negative(const char *name, Py_ssize_t v)
+send_frame_on(Stream *s, const char *data, Py_ssize_t len)
 {
-    if (v < 0) {
-        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %zd", name, v);
+    unsigned char header[TF_HEADER_SIZE];
+    if (len < 0 || tf_encode_header((size_t)len, header) < 0) {
+        raise_too_large_to_send(s->st, len);
+        return -1;
+    }
+    struct iovec iov[2] = {{header, TF_HEADER_SIZE}, {(void *)data, (size_t)len}};
+    size_t done = 0;
+    tf_status status = stream_send(s, iov, 2, &done);
+    if (status != TF_OK) {
+        raise_send_failure(s, status, &(Progress){.what = "frame", .done = done,
+                                                  .expected = TF_HEADER_SIZE + len});
         return -1;
     }
     return 0;
 }
+
+int
+send_all_on(Stream *s, const char *data, Py_ssize_t len)
+{
+    struct iovec iov = {(void *)data, (size_t)len};
+    size_t done = 0;
+    tf_status status = stream_send(s, &iov, 1, &done);
+    if (status != TF_OK) {
+        raise_send_failure(s, status, &(Progress){.what = "data", .done = done, .expected = len});
+        return -1;
+    }
+    return 0;
+}
+
+/* Open, run one send, close: for the module's functions on a socket. */
+static PyObject *
+send_once(module_state *st, PyObject *sock, const char *data, Py_ssize_t len,
+          int (*send)(Stream *, const char *, Py_ssize_t))
+{
+    Stream s;
+    if (stream_open(&s, st, sock, FOR_SEND) < 0) {
+        return NULL;
+    }
+    int r = send(&s, data, len);
+    if (stream_close(&s) < 0 || r < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+PyObject *
+send_frame(module_state *st, PyObject *sock, const char *data, Py_ssize_t len)
+{
+    /* Checked before the socket is: a caller's mistake says what it is. */
+    if ((size_t)len > TF_MAX_SIZE) {
+        raise_too_large_to_send(st, len);
+        return NULL;
+    }
+    return send_once(st, sock, data, len, send_frame_on);
+}
+
+PyObject *
+send_all_to(module_state *st, PyObject *sock, const char *data, Py_ssize_t len)
+{
+    return send_once(st, sock, data, len, send_all_on);
+}
+
+/* ------------------------------------------------------------- arguments */
 
 int
 size_arg(PyObject *obj, const char *name, Py_ssize_t deflt, Py_ssize_t *out)
@@ -681,10 +892,27 @@ size_arg(PyObject *obj, const char *name, Py_ssize_t deflt, Py_ssize_t *out)
         *out = deflt;
         return 0;
     }
-    Py_ssize_t v = PyNumber_AsSsize_t(obj, PyExc_OverflowError);
-    if ((v == -1 && PyErr_Occurred()) || non_negative(name, v) < 0) {
+    /* Past PY_SSIZE_T_MAX is "more than could ever come": clamp, no error. */
+    Py_ssize_t v = PyNumber_AsSsize_t(obj, NULL);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < 0) {
+        PyErr_Format(PyExc_ValueError, "%s must be >= 0, got %zd", name, v);
         return -1;
     }
     *out = v;
+    return 0;
+}
+
+int
+max_size_arg(PyObject *obj, Py_ssize_t deflt, Py_ssize_t *out)
+{
+    if (size_arg(obj == Py_None ? NULL : obj, "max_size", deflt, out) < 0) {
+        return -1;
+    }
+    if (*out > (Py_ssize_t)TF_MAX_SIZE) {
+        *out = (Py_ssize_t)TF_MAX_SIZE;     /* no header announces more */
+    }
     return 0;
 }

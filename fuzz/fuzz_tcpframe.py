@@ -5,7 +5,8 @@ socket pair.  Run it against the sanitizer build (see README "Hardening"):
 
     TCPFRAME_SANITIZE=1 pip install '.[fuzz]'
     LD_PRELOAD=$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \\
-    ASAN_OPTIONS=detect_leaks=0 python fuzz/fuzz_tcpframe.py --replay 50000 fuzz/corpus
+    ASAN_OPTIONS=detect_leaks=0:allocator_may_return_null=1 \\
+    python fuzz/fuzz_tcpframe.py --replay 50000 fuzz/corpus
 
 Two modes.  Plain: coverage-guided libFuzzer (atheris) -- run it on the
 normal build, where atheris sees the coverage of this file and of tcpframe's
@@ -14,7 +15,15 @@ fuzzer-no-link and a merged ASan+libFuzzer runtime, which this atheris wheel
 does not ship).  --replay N DIR...: run every input in the corpus, then N
 random mutations of them, through the same checks -- meant for the ASan+UBSan
 build, where libFuzzer's own loop gets no coverage to work with.
+
+The replay is deterministic: the same corpus and --seed (default 1) give the
+same mutations in the same order; --seed random explores (the seed is
+printed, so a find can be replayed).  --last-input FILE keeps the input being
+run in FILE, so a crash that kills the process (an ASan abort) leaves the
+culprit behind; FILE is removed when the replay finishes.  For a fixed
+coverage-guided run, pass libFuzzer -seed=N -runs=N (CI does).
 """
+import argparse
 import os
 import pickle
 import random
@@ -172,23 +181,57 @@ def mutate(rng, inputs):
     return bytes(data)
 
 
-def replay(count, dirs, seed=1):
-    inputs = []
+def replay(count, dirs, seed=1, last_input=None):
+    inputs, names = [], []
     for d in dirs:
         for name in sorted(os.listdir(d)):
             with open(os.path.join(d, name), "rb") as f:
                 inputs.append(f.read())
-    for data in inputs:
-        one_input(data)
+            names.append(os.path.join(d, name))
+    print(f"replay: {len(inputs)} corpus inputs, then {count} mutations with seed {seed}",
+          flush=True)
+    keep = os.open(last_input, os.O_WRONLY | os.O_CREAT | os.O_TRUNC) if last_input else None
+
+    def run(data, what):
+        if keep is not None:
+            os.ftruncate(keep, 0)
+            os.pwrite(keep, data, 0)
+        try:
+            one_input(data)
+        except BaseException:
+            print(f"replay: failed on {what} (seed {seed}); input: {data!r}"[:4000], flush=True)
+            raise
+
+    for data, name in zip(inputs, names):
+        run(data, name)
     rng = random.Random(seed)
-    for _ in range(count):
-        one_input(mutate(rng, inputs))
-    print(f"replayed {len(inputs)} corpus inputs and {count} mutations of them: no failure")
+    for i in range(count):
+        run(mutate(rng, inputs), f"mutation {i + 1} of {count}")
+        if (i + 1) % 50000 == 0:
+            print(f"replay: {i + 1} mutations done", flush=True)
+    if keep is not None:
+        os.close(keep)
+        os.unlink(last_input)
+    print(f"replayed {len(inputs)} corpus inputs and {count} mutations of them "
+          f"(seed {seed}): no failure")
+
+
+def replay_main(argv):
+    parser = argparse.ArgumentParser(prog="fuzz_tcpframe.py --replay")
+    parser.add_argument("count", type=int, help="how many random mutations after the corpus")
+    parser.add_argument("dirs", nargs="+", help="corpus directories")
+    parser.add_argument("--seed", default="1",
+                        help="the mutations' random seed: an integer (default 1), or 'random'")
+    parser.add_argument("--last-input", metavar="FILE",
+                        help="keep the input being run in FILE (removed at the end)")
+    args = parser.parse_args(argv)
+    seed = random.SystemRandom().randrange(1, 2**31) if args.seed == "random" else int(args.seed)
+    replay(args.count, args.dirs, seed, args.last_input)
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--replay":
-        replay(int(sys.argv[2]), sys.argv[3:])
+        replay_main(sys.argv[2:])
         sys.exit(0)
     # Coverage of this file too: the oracle's branches tell the fuzzer which
     # stream shapes are new.

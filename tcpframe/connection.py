@@ -26,8 +26,6 @@ class Connection(_tcpframe.Connection):
 
     def read_string(self, /, *, max_size: Optional[int] = None, encoding: str = "utf-8") -> str:
         """read_string(*, max_size=None, encoding="utf-8") -> str: one frame, decoded."""
-        if max_size is None:
-            return _tcpframe.read_string(self, encoding=encoding)
         return _tcpframe.read_string(self, max_size=max_size, encoding=encoding)
 
     def send_object(self, obj: Any, /, *, codec: str = "json") -> None:
@@ -38,8 +36,7 @@ class Connection(_tcpframe.Connection):
         self, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False
     ) -> Any:
         """read_object(*, codec="json", max_size=None, trusted=False): see tcpframe.read_object."""
-        limit = self.max_size if max_size is None else max_size
-        return _read_object(self, codec=codec, max_size=limit, trusted=trusted)
+        return _read_object(self, codec=codec, max_size=max_size, trusted=trusted)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self.fileno()}, buffered={self.buffered}"

@@ -12,9 +12,9 @@ that is whoever connects.  So ``codec="pickle"`` unpickles through
 import io
 import json
 import pickle
-from typing import Any
+from typing import Any, Optional
 
-from ._tcpframe import MAX_SIZE, read_bytes, send_bytes
+from ._tcpframe import read_bytes, send_bytes
 
 __all__ = ["send_object", "read_object", "SafeUnpickler", "UnsafePickle", "CODECS"]
 
@@ -121,11 +121,12 @@ def send_object(sock: Any, obj: Any, /, *, codec: str = "json") -> None:
 
 
 def read_object(
-    sock: Any, /, *, codec: str = "json", max_size: int = MAX_SIZE, trusted: bool = False
+    sock: Any, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False
 ) -> Any:
-    """read_object(sock, /, *, codec="json", max_size=MAX_SIZE, trusted=False)
+    """read_object(sock, /, *, codec="json", max_size=None, trusted=False)
 
-    Receive one frame and deserialise it.  A JSON frame that is not valid
+    Receive one frame and deserialise it.  max_size=None means MAX_SIZE, or
+    a Connection's own max_size.  A JSON frame that is not valid
     UTF-8 JSON raises ValueError; the frame was consumed, so the stream is
     still in sync.  With codec="pickle", only plain data is rebuilt unless
     trusted=True; anything else raises UnsafePickle and runs nothing.
