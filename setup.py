@@ -21,7 +21,7 @@ SOURCES = [
     "csrc/frame_io.c",
     "csrc/frame_decoder.c",
 ]
-HEADERS = ["csrc/binding.h", "csrc/frame_header.h", "csrc/frame_io.h", "csrc/frame_decoder.h"]
+HEADERS = ["csrc/binding.h", "csrc/binding_types.h", "csrc/frame_header.h", "csrc/frame_io.h", "csrc/frame_decoder.h"]
 
 
 def flags():

@@ -192,12 +192,30 @@ gil_acquire(tf_hooks *hooks)
 }
 
 /* EINTR: run the Python signal handlers now.  One that raises (Ctrl-C) stops
- * the transfer; one that returns lets it go on with the time that is left. */
+ * the transfer; one that returns lets it go on with the time that is left --
+ * unless it closed the socket, whose file descriptor number may already
+ * belong to a new socket: the core must not touch it again. */
 static int
 run_signal_handlers(tf_hooks *hooks)
 {
-    (void)hooks;
-    return PyErr_CheckSignals() < 0;
+    Stream *s = (Stream *)hooks;
+    if (PyErr_CheckSignals() < 0) {
+        return 1;
+    }
+    if (s->wrapped) {
+        return 0;       /* its methods see their own state */
+    }
+    PyObject *fd = PyObject_CallMethod(s->sock, "fileno", NULL);
+    long v = fd == NULL ? -1 : PyLong_AsLong(fd);
+    Py_XDECREF(fd);
+    if (v == s->io.fd) {
+        return 0;
+    }
+    if (!PyErr_Occurred()) {
+        raise_new(PyExc_OSError, "(is)", EBADF, "the socket was closed during the call "
+                  "(by a signal handler); nothing more can be moved");
+    }
+    return 1;
 }
 
 /* The socket's timeout in seconds, or NO_TIMEOUT. */
@@ -271,9 +289,8 @@ stream_open(Stream *s, module_state *st, PyObject *sock, int use)
             goto fail;
         }
         if (v < 0) {
-            errno = EBADF;
-            PyErr_SetString(PyExc_OSError,
-                            "the socket is closed (fileno() is -1); open a new connection");
+            raise_new(PyExc_OSError, "(is)", EBADF,
+                      "the socket is closed (fileno() is -1); open a new connection");
             goto fail;
         }
         s->io.fd = (int)v;
