@@ -333,6 +333,19 @@ read_frame_locked(Connection *c, Py_ssize_t max_size, int eof_ok, const char *me
 static PyObject *
 read_frame_as(Connection *c, Py_ssize_t max_size, int eof_ok, const char *method)
 {
+    /* The common case, a whole frame already buffered and no read in
+     * progress, needs no lock: taking it releases no GIL and runs no Python
+     * code (a bytes object is not tracked by the GC), so the GIL alone
+     * makes it atomic.  Anything else -- including a read in progress on
+     * another thread, or this one re-entering -- takes the locked path. */
+    if (!c->closed && c->reading.owner == 0) {
+        const unsigned char *payload;
+        size_t len, need;
+        c->dec.max_size = (size_t)max_size;
+        if (tf_decoder_next(&c->dec, &payload, &len, &need) == TF_DEC_FRAME) {
+            return PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)len);
+        }
+    }
     if (enter(c, &c->reading, method) < 0) {
         return NULL;
     }
