@@ -456,10 +456,6 @@ module_exec(PyObject *module)
         return -1;
     }
     Py_SETREF(st->socket_kind, Py_NewRef(kind));
-    st->narrowed = PyDict_New();
-    if (st->narrowed == NULL) {
-        return -1;
-    }
     st->ConnectionType = PyType_FromModuleAndSpec(module, &connection_spec, NULL);
     st->DecoderType = PyType_FromModuleAndSpec(module, &decoder_spec, NULL);
     if (st->ConnectionType == NULL || st->DecoderType == NULL ||
@@ -481,7 +477,6 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->socket_type);
     Py_VISIT(st->socket_kind);
     Py_VISIT(st->socket_timeout);
-    Py_VISIT(st->narrowed);
     Py_VISIT(st->ConnectionClosed);
     Py_VISIT(st->FrameError);
     Py_VISIT(st->FrameTooLarge);
@@ -498,7 +493,6 @@ module_clear(PyObject *module)
     Py_CLEAR(st->socket_type);
     Py_CLEAR(st->socket_kind);
     Py_CLEAR(st->socket_timeout);
-    Py_CLEAR(st->narrowed);
     Py_CLEAR(st->ConnectionClosed);
     Py_CLEAR(st->FrameError);
     Py_CLEAR(st->FrameTooLarge);

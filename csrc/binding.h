@@ -45,10 +45,6 @@ typedef struct {
     PyObject *socket_type;      /* socket.socket: the one type whose fd we drive */
     PyObject *socket_kind;      /* _socket.socket's C-level `type` getter */
     PyObject *socket_timeout;   /* socket.timeout, raised by wrapped sockets */
-    /* Wrapped sockets whose timeout a call has narrowed: sock -> [their own
-     * timeout, calls using it].  Shared by every call, so that two threads
-     * narrowing one socket restore what the user set, not each other's. */
-    PyObject *narrowed;
     PyObject *ConnectionClosed;
     PyObject *FrameError;
     PyObject *FrameTooLarge;
@@ -91,15 +87,17 @@ typedef struct {
     PyObject *sock;          /* a strong reference for the whole call */
     int wrapped;
     double timeout;          /* the socket's own timeout, or NO_TIMEOUT */
-    PyObject *narrowing;     /* our entry in st->narrowed while registered */
+    int send_unknown;        /* wrapped: a sendall() failed part way, maybe */
     PyObject *scratch;       /* wrapped: the bytearray recv_into() fills */
     tf_io io;
 } Stream;
 
 /* stream_open takes a reference to sock before it runs any Python code and
- * holds it until stream_close: every successful open is closed exactly once. */
+ * holds it until stream_close: every successful open is closed exactly once.
+ * A wrapped socket's timeout is never changed (other threads may share the
+ * socket): the deadline is checked before each of its method calls. */
 int stream_open(Stream *s, module_state *st, PyObject *sock, int use);
-int stream_close(Stream *s);
+void stream_close(Stream *s);
 tf_status stream_recv_exact(Stream *s, char *buf, size_t n, size_t *done);
 tf_status stream_recv_some(Stream *s, char *buf, size_t n, size_t *got);
 tf_status stream_send(Stream *s, struct iovec *iov, int cnt, size_t *done);

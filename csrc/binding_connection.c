@@ -97,27 +97,33 @@ finish_close(Connection *c)
     return r == NULL ? -1 : 0;
 }
 
-/* Wake the calls blocked on the socket: they see EOF or EPIPE and leave. */
-static void
+/* Wake the calls blocked on the socket: they see EOF or EPIPE and leave.
+ * The caller counts itself as a user meanwhile, so that no call leaving
+ * during the Python code below (an overridden fileno()) closes the socket
+ * and frees its fd number before shutdown() reaches it.  Errors from
+ * shutdown (ENOTCONN: nothing to wake) do not matter; others propagate. */
+static int
 wake_users(Connection *c)
 {
-    PyObject *pending = take_exception();
-    if (PyObject_TypeCheck(c->sock, (PyTypeObject *)c->st->socket_type)) {
-        PyObject *fd = PyObject_CallMethod(c->sock, "fileno", NULL);
+    PyObject *sock = Py_NewRef(c->sock);
+    if (PyObject_TypeCheck(sock, (PyTypeObject *)c->st->socket_type)) {
+        PyObject *fd = PyObject_CallMethod(sock, "fileno", NULL);
         long v = fd == NULL ? -1 : PyLong_AsLong(fd);
         Py_XDECREF(fd);
         if (v >= 0) {
-            shutdown((int)v, SHUT_RDWR);    /* ENOTCONN and the like: nothing to wake */
+            shutdown((int)v, SHUT_RDWR);
         }
     }
     else {
-        PyObject *r = PyObject_CallMethod(c->sock, "shutdown", "i", SHUT_RDWR);
+        PyObject *r = PyObject_CallMethod(sock, "shutdown", "i", SHUT_RDWR);
         Py_XDECREF(r);
     }
-    PyErr_Clear();
-    if (pending != NULL) {
-        put_exception(pending);
+    Py_DECREF(sock);
+    if (PyErr_Occurred() && (PyErr_ExceptionMatches(PyExc_OSError) ||
+                             PyErr_ExceptionMatches(PyExc_AttributeError))) {
+        PyErr_Clear();
     }
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 static int
@@ -311,7 +317,17 @@ read_frame_locked(Connection *c, Py_ssize_t max_size, int eof_ok, const char *me
         tf_status status = stream_recv_some(&s, (char *)into, avail, &got);
         if (status == TF_OK) {
             tf_decoder_commit(&c->dec, got);
-            continue;
+            /* More to wait for: a signal that landed while recv() copied
+             * gave no EINTR, so its handler runs now, as between the pieces
+             * of any transfer -- not after the next, maybe long, wait. */
+            if (tf_decoder_needed(&c->dec) == 0 || !s.hooks.interrupted(&s.hooks)) {
+                continue;
+            }
+            status = TF_ABORTED;
+            buffered = tf_decoder_buffered(&c->dec);
+            size_t n;
+            announced = buffered >= TF_HEADER_SIZE &&
+                        tf_decode_header(tf_decoder_head(&c->dec), &n) == 0 ? (Py_ssize_t)n : -1;
         }
         if (c->closed && (status != TF_ABORTED || PyErr_ExceptionMatches(PyExc_OSError))) {
             raise_closed_during(method);
@@ -324,8 +340,8 @@ read_frame_locked(Connection *c, Py_ssize_t max_size, int eof_ok, const char *me
         }
         break;
     }
-    if (opened && stream_close(&s) < 0) {
-        Py_CLEAR(result);
+    if (opened) {
+        stream_close(&s);
     }
     return result;
 }
@@ -389,7 +405,8 @@ receive_exact(Connection *c, char *buf, size_t n)
                                                        .rest = buf, .kept = 1});
         }
     }
-    return stream_close(&s) < 0 || status != TF_OK ? -1 : 0;
+    stream_close(&s);
+    return status != TF_OK ? -1 : 0;
 }
 
 /* -------------------------------------------------------------- sending */
@@ -409,7 +426,8 @@ connection_send_frame(PyObject *conn, const char *data, Py_ssize_t len)
     PyObject *result = NULL;
     if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
         int r = send_frame_on(&s, data, len);
-        if (stream_close(&s) == 0 && r == 0) {
+        stream_close(&s);
+        if (r == 0) {
             result = Py_NewRef(Py_None);
         }
     }
@@ -487,7 +505,8 @@ send_views_locked(Connection *c, const Py_buffer *views, Py_ssize_t n, Py_ssize_
     for (Py_ssize_t lo = 0; lo < n && r == 0; lo += BATCH) {
         r = send_batch(&s, views + lo, n - lo < BATCH ? n - lo : BATCH, &sent, total);
     }
-    return stream_close(&s) < 0 || r < 0 ? -1 : 0;
+    stream_close(&s);
+    return r;
 }
 
 static PyObject *
@@ -497,13 +516,13 @@ send_many(Connection *c, PyObject *iterable)
         raise_closed("send_many");
         return NULL;
     }
-    /* A private copy: iterating and __buffer__ run Python code, which must
-     * not be able to change (or free) the items we send. */
-    PyObject *items = PySequence_List(iterable);
+    /* An immutable copy: iterating and __buffer__ run Python code, which
+     * must not be able to change (or free) the items we send. */
+    PyObject *items = PySequence_Tuple(iterable);
     if (items == NULL) {
         return NULL;
     }
-    Py_ssize_t n = PyList_GET_SIZE(items), held = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(items), held = 0;
     Py_buffer *views = PyMem_Calloc(n ? (size_t)n : 1, sizeof(Py_buffer));
     PyObject *result = NULL;
     if (views == NULL) {
@@ -514,7 +533,7 @@ send_many(Connection *c, PyObject *iterable)
      * cannot be resized), before any byte leaves. */
     size_t total = 0;
     for (; held < n; held++) {
-        if (PyObject_GetBuffer(PyList_GET_ITEM(items, held), &views[held], PyBUF_SIMPLE) < 0) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(items, held), &views[held], PyBUF_SIMPLE) < 0) {
             goto done;
         }
         if ((size_t)views[held].len > TF_MAX_SIZE) {
@@ -665,9 +684,7 @@ c_receive_all(Connection *c, PyObject *arg)
         Stream s;
         if (stream_open(&s, c->st, c->sock, FOR_RECV) == 0) {
             result = take_then_receive(c, &s, 0, (size_t)n, n, "data");
-            if (stream_close(&s) < 0) {
-                Py_CLEAR(result);
-            }
+            stream_close(&s);
         }
     }
     return leave(c, &c->reading, result, "receive_all");
@@ -702,7 +719,8 @@ c_send_all(Connection *c, PyObject *data)
         Stream s;
         if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
             int r = send_all_on(&s, view.buf, view.len);
-            if (stream_close(&s) == 0 && r == 0) {
+            stream_close(&s);
+            if (r == 0) {
                 result = Py_NewRef(Py_None);
             }
         }
@@ -730,11 +748,21 @@ c_close(Connection *c, PyObject *unused)
     if (c->sock == NULL) {
         Py_RETURN_NONE;
     }
+    int failed = 0;
     if (c->users > 0) {
-        wake_users(c);      /* the last of them closes the socket */
-        Py_RETURN_NONE;
+        c->users++;
+        failed = wake_users(c);
+        c->users--;
     }
-    if (finish_close(c) < 0) {
+    if (c->users == 0) {    /* else the last of them closes the socket */
+        PyObject *pending = take_exception();
+        failed |= finish_close(c) < 0;
+        if (pending != NULL) {
+            PyErr_Clear();
+            put_exception(pending);
+        }
+    }
+    if (failed) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -179,10 +179,27 @@ check_stream_socket(module_state *st, PyObject *obj, int use)
 
 /* --------------------------------------------------------------- streams */
 
-static void
+/* Before each system call on a plain socket's fd: the socket may have been
+ * closed (by another thread, a signal handler) since the last one, and its
+ * fd number handed to a new socket.  Re-read it, as CPython's own socket
+ * methods do, and refuse to go on if it changed. */
+static int
 gil_release(tf_hooks *hooks)
 {
-    ((Stream *)hooks)->tstate = PyEval_SaveThread();
+    Stream *s = (Stream *)hooks;
+    PyObject *fd = PyObject_CallMethod(s->sock, "fileno", NULL);
+    long v = fd == NULL ? -1 : PyLong_AsLong(fd);
+    Py_XDECREF(fd);
+    if (v != s->io.fd) {
+        if (!PyErr_Occurred()) {
+            raise_new(PyExc_OSError, "(is)", EBADF, "the socket was closed during the "
+                      "call (by another thread or a signal handler); nothing more can "
+                      "be moved");
+        }
+        return 1;
+    }
+    s->tstate = PyEval_SaveThread();
+    return 0;
 }
 
 static void
@@ -192,30 +209,13 @@ gil_acquire(tf_hooks *hooks)
 }
 
 /* EINTR: run the Python signal handlers now.  One that raises (Ctrl-C) stops
- * the transfer; one that returns lets it go on with the time that is left --
- * unless it closed the socket, whose file descriptor number may already
- * belong to a new socket: the core must not touch it again. */
+ * the transfer; one that returns lets it go on with the time that is left
+ * (if it closed the socket, the next gil_release() says so). */
 static int
 run_signal_handlers(tf_hooks *hooks)
 {
-    Stream *s = (Stream *)hooks;
-    if (PyErr_CheckSignals() < 0) {
-        return 1;
-    }
-    if (s->wrapped) {
-        return 0;       /* its methods see their own state */
-    }
-    PyObject *fd = PyObject_CallMethod(s->sock, "fileno", NULL);
-    long v = fd == NULL ? -1 : PyLong_AsLong(fd);
-    Py_XDECREF(fd);
-    if (v == s->io.fd) {
-        return 0;
-    }
-    if (!PyErr_Occurred()) {
-        raise_new(PyExc_OSError, "(is)", EBADF, "the socket was closed during the call "
-                  "(by a signal handler); nothing more can be moved");
-    }
-    return 1;
+    (void)hooks;
+    return PyErr_CheckSignals() < 0;
 }
 
 /* The socket's timeout in seconds, or NO_TIMEOUT. */
@@ -236,19 +236,15 @@ read_timeout(Stream *s)
             Py_DECREF(t);
             return -1;
         }
-        s->timeout = v >= TIMEOUT_CEILING || v < 0 ? NO_TIMEOUT : v;
-    }
-    Py_DECREF(t);
-    /* Another call narrowed this socket's timeout: its own is on record. */
-    if (s->wrapped && s->st->narrowed != NULL) {
-        PyObject *entry = PyDict_GetItemWithError(s->st->narrowed, s->sock);
-        if (entry == NULL && PyErr_Occurred()) {
+        if (!(v >= 0.0)) {      /* negative, or NaN: no deadline can be made of it */
+            PyErr_Format(PyExc_ValueError, "%.100s.gettimeout() returned %R: expected "
+                         "None or a number of seconds >= 0", Py_TYPE(s->sock)->tp_name, t);
+            Py_DECREF(t);
             return -1;
         }
-        if (entry != NULL) {
-            s->timeout = PyFloat_AS_DOUBLE(PyList_GET_ITEM(entry, 0));
-        }
+        s->timeout = v >= TIMEOUT_CEILING ? NO_TIMEOUT : v;
     }
+    Py_DECREF(t);
     return 0;
 }
 
@@ -265,7 +261,7 @@ stream_open(Stream *s, module_state *st, PyObject *sock, int use)
     s->sock = Py_NewRef(sock);
     s->wrapped = !Py_IS_TYPE(sock, (PyTypeObject *)st->socket_type);
     s->timeout = NO_TIMEOUT;
-    s->narrowing = NULL;
+    s->send_unknown = 0;
     s->scratch = NULL;
     s->io.fd = -1;
     s->io.hooks = &s->hooks;
@@ -301,90 +297,23 @@ fail:
     return -1;
 }
 
-/* The last call using a narrowed socket puts its own timeout back. */
-static int
-narrowing_leave(Stream *s)
-{
-    PyObject *entry = s->narrowing;
-    s->narrowing = NULL;
-    Py_ssize_t users = PyLong_AsSsize_t(PyList_GET_ITEM(entry, 1)) - 1;
-    int result = 0;
-    if (users > 0) {
-        PyObject *count = PyLong_FromSsize_t(users);
-        result = count == NULL ? -1 : PyList_SetItem(entry, 1, count);
-    }
-    else {
-        if (PyDict_DelItem(s->st->narrowed, s->sock) < 0) {
-            PyErr_Clear();  /* someone else's doing; restore all the same */
-        }
-        PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "O", PyList_GET_ITEM(entry, 0));
-        result = r == NULL ? -1 : 0;
-        Py_XDECREF(r);
-    }
-    Py_DECREF(entry);
-    return result;
-}
-
-int
+void
 stream_close(Stream *s)
 {
-    int result = 0;
-    if (s->narrowing != NULL) {
-        PyObject *pending = take_exception();
-        result = narrowing_leave(s);
-        if (pending != NULL) {
-            if (result < 0) {
-                PyErr_Clear();  /* the first error is the one worth reporting */
-            }
-            put_exception(pending);
-            result = -1;
-        }
-    }
     Py_CLEAR(s->scratch);
     Py_CLEAR(s->sock);
-    return result;
 }
 
-/* Before each method call on a wrapped socket with a timeout, narrow its
- * timeout to what is left of our deadline: one deadline for the whole call.
- * The first narrowing registers the call in st->narrowed. */
+/* Before each method call on a wrapped socket: has our deadline passed?
+ * Its timeout is never changed -- it is the user's, and other threads may
+ * be using the socket -- so each call may wait up to that timeout, and a
+ * whole transfer ends within twice it at worst. */
 static tf_status
-wrapped_arm_deadline(Stream *s)
+wrapped_check_deadline(Stream *s)
 {
-    if (s->timeout <= 0.0) {
-        return TF_OK;       /* None blocks; 0.0 is non-blocking already */
-    }
-    int64_t left = s->io.deadline_ns - tf_monotonic_ns();
-    if (left <= 0) {
+    if (s->timeout > 0.0 && tf_monotonic_ns() >= s->io.deadline_ns) {
         return TF_TIMEOUT;
     }
-    if (s->narrowing == NULL) {
-        PyObject *entry = PyDict_GetItemWithError(s->st->narrowed, s->sock);
-        if (entry == NULL) {
-            if (PyErr_Occurred()) {
-                return TF_ABORTED;
-            }
-            entry = Py_BuildValue("[dn]", s->timeout, (Py_ssize_t)0);
-            if (entry == NULL || PyDict_SetItem(s->st->narrowed, s->sock, entry) < 0) {
-                Py_XDECREF(entry);
-                return TF_ABORTED;
-            }
-        }
-        else {
-            Py_INCREF(entry);
-        }
-        PyObject *count = PyLong_FromSsize_t(PyLong_AsSsize_t(PyList_GET_ITEM(entry, 1)) + 1);
-        if (count == NULL || PyList_SetItem(entry, 1, count) < 0) {
-            Py_DECREF(entry);
-            return TF_ABORTED;
-        }
-        s->narrowing = entry;
-    }
-    PyObject *r = PyObject_CallMethod(s->sock, "settimeout", "d", (double)left / 1e9);
-    if (r == NULL) {
-        return TF_ABORTED;
-    }
-    Py_DECREF(r);
     return TF_OK;
 }
 
@@ -400,12 +329,17 @@ wrapped_failed(Stream *s)
         return TF_TIMEOUT;
     }
     /* SSL's "would block" is its own: look only if ssl was ever imported
-     * (an SSLSocket cannot exist otherwise). */
-    PyObject *mod = PyDict_GetItemString(PyImport_GetModuleDict(), "ssl");
+     * (an SSLSocket cannot exist otherwise).  Our own reference: looking up
+     * its attributes may run code that drops sys.modules' one. */
+    PyObject *exc = take_exception();
+    PyObject *name = PyUnicode_FromString("ssl");
+    PyObject *mod = name == NULL ? NULL : PyImport_GetModule(name);
+    Py_XDECREF(name);
     if (mod == NULL) {
+        PyErr_Clear();
+        put_exception(exc);
         return TF_ABORTED;
     }
-    PyObject *exc = take_exception();
     int would_block = 0;
     static const char *const names[] = {"SSLWantReadError", "SSLWantWriteError"};
     for (int i = 0; i < 2 && !would_block; i++) {
@@ -417,6 +351,7 @@ wrapped_failed(Stream *s)
         would_block = PyErr_GivenExceptionMatches(exc, cls);
         Py_DECREF(cls);
     }
+    Py_DECREF(mod);
     if (would_block) {
         Py_DECREF(exc);
         return TF_TIMEOUT;
@@ -432,7 +367,7 @@ wrapped_failed(Stream *s)
 static tf_status
 wrapped_recv_some(Stream *s, char *buf, size_t n, size_t *got)
 {
-    tf_status armed = wrapped_arm_deadline(s);
+    tf_status armed = wrapped_check_deadline(s);
     if (armed != TF_OK) {
         return armed;
     }
@@ -440,15 +375,21 @@ wrapped_recv_some(Stream *s, char *buf, size_t n, size_t *got)
     if (s->scratch != NULL && Py_REFCNT(s->scratch) > 1) {
         Py_CLEAR(s->scratch);       /* kept by the method: never reuse it */
     }
+    Py_ssize_t had = s->scratch == NULL ? 0 : PyByteArray_GET_SIZE(s->scratch);
     if (s->scratch == NULL) {
         s->scratch = PyByteArray_FromStringAndSize(NULL, want);
     }
-    else if (PyByteArray_GET_SIZE(s->scratch) != want &&
-             PyByteArray_Resize(s->scratch, want) < 0) {
+    else if (had != want && PyByteArray_Resize(s->scratch, want) < 0) {
         Py_CLEAR(s->scratch);
     }
     if (s->scratch == NULL) {
         return TF_ABORTED;
+    }
+    /* Zero what was never written: a method that claims more bytes than it
+     * wrote must not hand out our heap.  (The rest held this stream's own
+     * earlier bytes.) */
+    if (want > had) {
+        memset(PyByteArray_AS_STRING(s->scratch) + had, 0, (size_t)(want - had));
     }
     PyObject *scratch = Py_NewRef(s->scratch);
     PyObject *r = PyObject_CallMethod(s->sock, "recv_into", "O", scratch);
@@ -504,9 +445,9 @@ stream_recv_exact(Stream *s, char *buf, size_t n, size_t *done)
 /* Send iov[0..cnt) through a wrapped socket's sendall(), in private bytes
  * objects of up to SEND_CHUNK joined from the pieces: small pieces (a
  * header and its payload) leave together, so Nagle never holds back a
- * second small write, and the method never sees our memory.  *done can
- * only count whole sendall() calls: a wrapper does not say how much of a
- * failed one left. */
+ * second small write, and the method never sees our memory.  *done counts
+ * whole sendall() calls; when one fails, how much of it left is unknown
+ * (s->send_unknown): a wrapper does not say. */
 static tf_status
 wrapped_send(Stream *s, struct iovec *iov, int cnt, size_t *done)
 {
@@ -534,7 +475,7 @@ wrapped_send(Stream *s, struct iovec *iov, int cnt, size_t *done)
                 offset = 0;
             }
         }
-        tf_status armed = wrapped_arm_deadline(s);
+        tf_status armed = wrapped_check_deadline(s);
         if (armed != TF_OK) {
             Py_DECREF(chunk);
             return armed;
@@ -542,6 +483,7 @@ wrapped_send(Stream *s, struct iovec *iov, int cnt, size_t *done)
         PyObject *r = PyObject_CallMethod(s->sock, "sendall", "O", chunk);
         Py_DECREF(chunk);
         if (r == NULL) {
+            s->send_unknown = 1;    /* part of the chunk may have left */
             return wrapped_failed(s);
         }
         Py_DECREF(r);
@@ -598,9 +540,9 @@ sync_advice(const Progress *p)
  * exception goes out unchanged, with a note (3.11+) of how far the transfer
  * got, so that even a Ctrl-C says what was cut. */
 static void
-note_progress(const Progress *p, const char *verb)
+note_progress(const Progress *p, const char *verb, int unknown)
 {
-    if (p->done == 0) {
+    if (p->done == 0 && !unknown) {
         return;
     }
 #if PY_VERSION_HEX >= 0x030B0000
@@ -611,9 +553,11 @@ note_progress(const Progress *p, const char *verb)
     PyObject *expected = expected_obj(p);
     PyObject *note = expected == NULL ? NULL : PyUnicode_FromFormat(
         "tcpframe: interrupted after %s %zu of %S bytes of the %s; %s", verb, p->done,
-        expected, p->what, p->kept ? "they stay buffered in the Connection, and the next "
-                                     "read continues from them"
-                                   : "the stream is no longer on a frame boundary");
+        expected, p->what,
+        p->kept ? "they stay buffered in the Connection, and the next read continues from them"
+        : unknown ? "and perhaps more (a wrapped socket's sendall() does not say); the "
+                    "stream may no longer be on a frame boundary"
+        : "the stream is no longer on a frame boundary");
     Py_XDECREF(expected);
     PyObject *r = note ? PyObject_CallMethod(exc, "add_note", "N", note) : NULL;
     if (r == NULL) {
@@ -640,7 +584,7 @@ void
 raise_recv_failure(Stream *s, tf_status status, const Progress *p)
 {
     if (status == TF_ABORTED) {
-        note_progress(p, "receiving");
+        note_progress(p, "receiving", 0);
         return;
     }
     if (status == TF_ERRNO) {
@@ -688,7 +632,7 @@ void
 raise_send_failure(Stream *s, tf_status status, const Progress *p)
 {
     if (status == TF_ABORTED) {
-        note_progress(p, "sending");
+        note_progress(p, "sending", s->send_unknown);
         return;
     }
     if (status == TF_ERRNO) {
@@ -701,12 +645,25 @@ raise_send_failure(Stream *s, tf_status status, const Progress *p)
     if (expected == NULL) {
         return;
     }
-    PyObject *msg = PyUnicode_FromFormat("%s after sending %zu of %S bytes of the %s; %s",
-                                         timeout_reason(s, 1), p->done, expected, p->what,
-                                         sync_advice(p));
-    if (msg != NULL) {
-        raise_new(s->st->TransferTimeout, "(NOnO)", msg, Py_None, (Py_ssize_t)p->done,
-                  expected);
+    if (s->send_unknown) {
+        /* .sent is None: what a failed sendall() moved is not known. */
+        PyObject *msg = PyUnicode_FromFormat(
+            "%s inside %.100s.sendall() with %zu of %S bytes of the %s sent before it; how "
+            "much of that call's data left is unknown, so the stream may no longer be "
+            "on a frame boundary: close the connection", timeout_reason(s, 1),
+            Py_TYPE(s->sock)->tp_name, p->done, expected, p->what);
+        if (msg != NULL) {
+            raise_new(s->st->TransferTimeout, "(NOOO)", msg, Py_None, Py_None, expected);
+        }
+    }
+    else {
+        PyObject *msg = PyUnicode_FromFormat("%s after sending %zu of %S bytes of the %s; %s",
+                                             timeout_reason(s, 1), p->done, expected, p->what,
+                                             sync_advice(p));
+        if (msg != NULL) {
+            raise_new(s->st->TransferTimeout, "(NOnO)", msg, Py_None, (Py_ssize_t)p->done,
+                      expected);
+        }
     }
     Py_DECREF(expected);
 }
@@ -763,9 +720,7 @@ receive_all_from(module_state *st, PyObject *sock, Py_ssize_t n)
         return NULL;
     }
     PyObject *result = recv_exact_bytes(&s, n, (Progress){.what = "data", .expected = n});
-    if (stream_close(&s) < 0) {
-        Py_CLEAR(result);
-    }
+    stream_close(&s);
     return result;
 }
 
@@ -782,7 +737,8 @@ receive_into_from(module_state *st, PyObject *sock, Py_buffer *view)
         raise_recv_failure(&s, status, &(Progress){.what = "buffer", .done = done,
                                                    .expected = view->len, .rest = view->buf});
     }
-    return stream_close(&s) < 0 || status != TF_OK ? -1 : 0;
+    stream_close(&s);
+    return status != TF_OK ? -1 : 0;
 }
 
 /* The announced length of the next frame, or -1 with an exception set.
@@ -827,9 +783,7 @@ read_frame(module_state *st, PyObject *sock, Py_ssize_t max_size)
                                                     .prefix = (const char *)header,
                                                     .prefix_len = TF_HEADER_SIZE});
     }
-    if (stream_close(&s) < 0) {
-        Py_CLEAR(result);
-    }
+    stream_close(&s);
     return result;
 }
 
@@ -877,7 +831,8 @@ send_once(module_state *st, PyObject *sock, const char *data, Py_ssize_t len,
         return NULL;
     }
     int r = send(&s, data, len);
-    if (stream_close(&s) < 0 || r < 0) {
+    stream_close(&s);
+    if (r < 0) {
         return NULL;
     }
     Py_RETURN_NONE;

@@ -13,9 +13,9 @@
 #define IOV_MAX 1024
 #endif
 
+static int go_ahead(tf_hooks *hooks) { (void)hooks; return 0; }
 static void no_op(tf_hooks *hooks) { (void)hooks; }
-static int never_interrupted(tf_hooks *hooks) { (void)hooks; return 0; }
-tf_hooks tf_no_hooks = {no_op, no_op, never_interrupted};
+tf_hooks tf_no_hooks = {go_ahead, no_op, go_ahead};
 
 int64_t
 tf_monotonic_ns(void)
@@ -42,7 +42,9 @@ wait_ready(tf_io *io, int writing)
             timeout_ms = ms > INT_MAX ? INT_MAX : (int)ms;
         }
         struct pollfd pfd = {io->fd, writing ? POLLOUT : POLLIN, 0};
-        io->hooks->release(io->hooks);
+        if (io->hooks->release(io->hooks)) {
+            return TF_ABORTED;
+        }
         int r = poll(&pfd, 1, timeout_ms);
         int err = errno;
         io->hooks->acquire(io->hooks);
@@ -75,7 +77,9 @@ static tf_status
 call(tf_io *io, op_args *op, ssize_t *result)
 {
     for (;;) {
-        io->hooks->release(io->hooks);
+        if (io->hooks->release(io->hooks)) {
+            return TF_ABORTED;
+        }
         ssize_t r = op->msg ? sendmsg(io->fd, op->msg, MSG_NOSIGNAL)
                             : recv(io->fd, op->buf, op->len, 0);
         int err = errno;      /* saved before anything can clobber it */

@@ -5,7 +5,7 @@
  *
  * Contract: every function here is entered with the caller's "lock" held and
  * returns with it held; hooks->release/acquire bracket only poll() and the
- * send/recv system call itself. */
+ * send/recv system call itself, and release() may refuse (TF_ABORTED). */
 #ifndef TCPFRAME_FRAME_IO_H
 #define TCPFRAME_FRAME_IO_H
 
@@ -15,8 +15,12 @@
 
 typedef struct tf_hooks tf_hooks;
 struct tf_hooks {
-    void (*release)(tf_hooks *hooks);     /* before a call that may block */
-    void (*acquire)(tf_hooks *hooks);     /* right after it */
+    /* Before each system call, with the lock held: nonzero means the fd is
+     * no longer the caller's (closed meanwhile; its number may now be
+     * another socket's), so the call is not made and the transfer stops
+     * with TF_ABORTED.  Zero means go ahead: the lock is now released. */
+    int (*release)(tf_hooks *hooks);
+    void (*acquire)(tf_hooks *hooks);     /* right after the system call */
     /* After EINTR, and between the pieces of a transfer, with the lock held:
      * nonzero stops the transfer (a signal handler raised), zero goes on. */
     int (*interrupted)(tf_hooks *hooks);
@@ -30,7 +34,7 @@ typedef enum {
     TF_EOF,        /* the peer closed its side: recv() returned 0 */
     TF_TIMEOUT,    /* the deadline passed (at once, for a non-blocking socket) */
     TF_ERRNO,      /* a system call failed; the errno is in tf_io.error */
-    TF_ABORTED,    /* hooks->interrupted() asked to stop */
+    TF_ABORTED,    /* hooks->interrupted() or hooks->release() asked to stop */
 } tf_status;
 
 #define TF_NO_DEADLINE ((int64_t)-1)
