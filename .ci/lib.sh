@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2153  # STAGE_DIR is set by stage() for stage functions
 # The stage runner shared by .ci/run and .ci/hardening (sourced, not run).
 #
 # A stage is a shell function run in a bash process of its own, under a time
@@ -165,7 +165,9 @@ fuzz_artifacts() {
 explain_failure() {
     local name=$1 dir=$2 log=$2/log file
     echo "--- last $CI_TAIL lines of $log:"
-    tail -n "$CI_TAIL" "$log" | sed 's/^/    | /'
+    # Less pip's warnings about this machine's missing extra index folders.
+    grep -v "^WARNING: Location '.*' is ignored: it is neither a file nor a directory\.$" "$log" |
+        tail -n "$CI_TAIL" | sed 's/^/    | /' || true
     while IFS= read -r file; do
         if is_alloc_warning "$file"; then
             echo "--- sanitizer warning $file (not an error by itself):"
@@ -211,6 +213,7 @@ stage() {
     fi
     local left=$((CI_BUDGET - ($(date +%s) - CI_START)))
     if [ "$left" -lt 60 ]; then
+        rm -rf "$dir"
         printf '\n=== %s: FAIL, not started: the run is out of time (CI_BUDGET=%s s)\n' "$name" "$CI_BUDGET"
         record "$name" FAIL 0 "out of time, not run"
         return 0
@@ -224,13 +227,18 @@ stage() {
     local start rc=0
     start=$(date +%s)
     # The stage's bash needs every function; timeout signals the stage's
-    # whole process group when the limit passes.
+    # whole process group when the limit passes.  In the background, so that
+    # a Ctrl-C or TERM reaches on_signal at once (see below).
     # shellcheck disable=SC2046
     export -f $(compgen -A function)
     STAGE_NAME=$name STAGE_DIR=$dir STAGE_LOG=$dir/log \
         timeout --kill-after=30 "$limit" bash -c 'set -euo pipefail; "$@"' stage "$@" \
-        > "$dir/log" 2>&1 < /dev/null || rc=$?
+        > "$dir/log" 2>&1 < /dev/null &
+    STAGE_PID=$!
+    wait "$STAGE_PID" || rc=$?
+    STAGE_PID=""
     local seconds=$(($(date +%s) - start)) result=PASS why="" summary text
+    summary=$(pytest_summary "$dir/log")
     if [ "$rc" -eq 77 ] && [ -f "$dir/skip" ]; then
         result=SKIP
         why=$(cat "$dir/skip")
@@ -240,6 +248,9 @@ stage() {
     elif [ "$rc" -ne 0 ]; then
         result=FAIL
         why="exit status $rc"
+        if [ "$rc" -eq 5 ] && [ -n "$summary" ]; then
+            why="$why: pytest ran no test"
+        fi
     fi
     local reports warnings
     reports=$(sanitizer_reports "$dir" | wc -l)
@@ -248,7 +259,6 @@ stage() {
         result=FAIL
         why="${why:+$why; }$reports sanitizer report(s)"
     fi
-    summary=$(pytest_summary "$dir/log")
     if [ -f "$dir/note" ]; then
         text=$(cat "$dir/note")
     else
@@ -265,6 +275,21 @@ stage() {
     return 0
 }
 
+# timeout runs a stage in a process group of its own, which a Ctrl-C on the
+# terminal does not reach: pass the signal on (timeout forwards it to the
+# whole group), so that stopping the run stops the stage too.
+STAGE_PID=""
+on_signal() {
+    if [ -n "$STAGE_PID" ]; then
+        kill -TERM "$STAGE_PID" 2>/dev/null || true
+        wait "$STAGE_PID" 2>/dev/null || true
+    fi
+    printf '\nCI verdict: FAIL (interrupted by SIG%s; logs in %s)\n' "$1" "$CI_LOGS"
+    exit 130
+}
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+
 # The summary table, the test count over every pytest run, the verdict.
 # Returns 1 if any stage failed or none passed.
 ci_finish() {
@@ -280,10 +305,13 @@ ci_finish() {
             *) skipped=$((skipped + 1)) ;;
         esac
     done
-    local t_pass=0 t_fail=0 t_skip=0 file summary
-    for file in "$CI_LOGS"/*/pytest; do
-        [ -f "$file" ] || continue
-        summary=$(cat "$file")
+    local t_pass=0 t_fail=0 t_skip=0 summary
+    for i in "${!STAGE_NAMES[@]}"; do
+        # Only stages that ran now: a reused CI_LOGS keeps older stages' files.
+        if [ "${STAGE_RESULTS[$i]}" = SKIP ] || [ ! -f "$CI_LOGS/${STAGE_NAMES[$i]}/pytest" ]; then
+            continue
+        fi
+        summary=$(cat "$CI_LOGS/${STAGE_NAMES[$i]}/pytest")
         t_pass=$((t_pass + $(pytest_count "$summary" passed)))
         t_fail=$((t_fail + $(pytest_count "$summary" failed) + $(pytest_count "$summary" errors?)))
         t_skip=$((t_skip + $(pytest_count "$summary" skipped)))

@@ -71,8 +71,8 @@ raise_closed_during(const char *method)
 {
     PyObject *cause = take_exception();
     PyErr_Format(PyExc_ValueError,
-                 "Connection.%s() was cut short: close() was called on the Connection "
-                 "(from another thread or a signal handler) while it was in progress",
+                 "Connection.%s() was cut short: the Connection was closed (close() "
+                 "called from another thread or a signal handler) while it was in progress",
                  method);
     if (cause != NULL) {
         PyObject *exc = take_exception();
