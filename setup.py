@@ -17,6 +17,7 @@ SOURCES = [
     "csrc/binding_stream.c",
     "csrc/binding_connection.c",
     "csrc/binding_decoder.c",
+    "csrc/binding_receiver.c",
     "csrc/frame_header.c",
     "csrc/frame_io.c",
     "csrc/frame_decoder.c",

@@ -400,6 +400,68 @@ py_encode_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObj
     return frame;
 }
 
+PyDoc_STRVAR(encode_frames_doc,
+"encode_frames($module, frames, /)\n--\n\n"
+"Return every payload of the iterable as frames, one after the other, in\n"
+"one bytes object (one write to a transport for a whole batch).  A payload\n"
+"over MAX_SIZE raises FrameTooLarge and nothing is returned.");
+
+static PyObject *
+py_encode_frames(PyObject *module, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
+{
+    PyObject *a[1];
+    if (no_keywords("encode_frames", kwnames) < 0 ||
+        parse_args("encode_frames", args, nargs, NULL, 1, 0, (const char *const[]){NULL}, a) < 0) {
+        return NULL;
+    }
+    /* Our own tuple first: the iterable, and each item's __buffer__, are
+     * Python code that could change a list under us.  Every buffer stays
+     * exported (so fixed in size) until the copy is done. */
+    PyObject *items = PySequence_Tuple(a[0]);
+    if (items == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(items), got = 0, total = 0;
+    Py_buffer *views = PyMem_New(Py_buffer, n > 0 ? n : 1);
+    PyObject *out = NULL;
+    if (views == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (; got < n; got++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(items, got), &views[got], PyBUF_SIMPLE) < 0) {
+            goto done;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if ((size_t)views[i].len > TF_MAX_SIZE) {
+            raise_too_large_to_send(get_state(module), views[i].len);
+            goto done;
+        }
+        if (total > PY_SSIZE_T_MAX - TF_HEADER_SIZE - views[i].len) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        total += TF_HEADER_SIZE + views[i].len;
+    }
+    out = PyBytes_FromStringAndSize(NULL, total);
+    if (out != NULL) {
+        char *at = PyBytes_AS_STRING(out);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            tf_encode_header((size_t)views[i].len, (unsigned char *)at);
+            memcpy(at + TF_HEADER_SIZE, views[i].buf, (size_t)views[i].len);
+            at += TF_HEADER_SIZE + views[i].len;
+        }
+    }
+done:
+    for (Py_ssize_t i = 0; i < got; i++) {
+        PyBuffer_Release(&views[i]);
+    }
+    PyMem_Free(views);
+    Py_DECREF(items);
+    return out;
+}
+
 #define FASTCALL_KW(name) \
     {#name, (PyCFunction)(void (*)(void))py_##name, METH_FASTCALL | METH_KEYWORDS, name##_doc}
 
@@ -414,6 +476,7 @@ static PyMethodDef module_methods[] = {
     FASTCALL_KW(encode_header),
     FASTCALL_KW(decode_header),
     FASTCALL_KW(encode_frame),
+    FASTCALL_KW(encode_frames),
     {NULL, NULL, 0, NULL},
 };
 
@@ -458,9 +521,14 @@ module_exec(PyObject *module)
     Py_SETREF(st->socket_kind, Py_NewRef(kind));
     st->ConnectionType = PyType_FromModuleAndSpec(module, &connection_spec, NULL);
     st->DecoderType = PyType_FromModuleAndSpec(module, &decoder_spec, NULL);
-    if (st->ConnectionType == NULL || st->DecoderType == NULL ||
+    st->ReceiverType = PyType_FromModuleAndSpec(module, &receiver_spec, NULL);
+    st->WindowType = PyType_FromModuleAndSpec(module, &window_spec, NULL);
+    if (st->ConnectionType == NULL || st->DecoderType == NULL || st->ReceiverType == NULL ||
+        st->WindowType == NULL ||
         PyModule_AddType(module, (PyTypeObject *)st->ConnectionType) < 0 ||
-        PyModule_AddType(module, (PyTypeObject *)st->DecoderType) < 0) {
+        PyModule_AddType(module, (PyTypeObject *)st->DecoderType) < 0 ||
+        PyModule_AddType(module, (PyTypeObject *)st->ReceiverType) < 0 ||
+        PyModule_AddType(module, (PyTypeObject *)st->WindowType) < 0) {
         return -1;
     }
     if (PyModule_AddIntConstant(module, "HEADER_SIZE", TF_HEADER_SIZE) < 0 ||
@@ -483,6 +551,8 @@ module_traverse(PyObject *module, visitproc visit, void *arg)
     Py_VISIT(st->TransferTimeout);
     Py_VISIT(st->ConnectionType);
     Py_VISIT(st->DecoderType);
+    Py_VISIT(st->ReceiverType);
+    Py_VISIT(st->WindowType);
     return 0;
 }
 
@@ -499,6 +569,8 @@ module_clear(PyObject *module)
     Py_CLEAR(st->TransferTimeout);
     Py_CLEAR(st->ConnectionType);
     Py_CLEAR(st->DecoderType);
+    Py_CLEAR(st->ReceiverType);
+    Py_CLEAR(st->WindowType);
     return 0;
 }
 

@@ -51,6 +51,8 @@ typedef struct {
     PyObject *TransferTimeout;
     PyObject *ConnectionType;   /* tcpframe._tcpframe.Connection */
     PyObject *DecoderType;      /* tcpframe._tcpframe.Decoder */
+    PyObject *ReceiverType;     /* tcpframe._tcpframe.Receiver */
+    PyObject *WindowType;       /* tcpframe._tcpframe.ReceiveWindow */
 } module_state;
 
 static inline module_state *

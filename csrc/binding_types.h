@@ -1,4 +1,4 @@
-/* The Connection and Decoder types: their specs, and what the module's
+/* The Connection, Decoder and Receiver types: their specs, and what the module's
  * functions (_tcpframe.c) call when they are handed a Connection. */
 #ifndef TCPFRAME_BINDING_TYPES_H
 #define TCPFRAME_BINDING_TYPES_H
@@ -7,6 +7,8 @@
 
 extern PyType_Spec connection_spec;
 extern PyType_Spec decoder_spec;
+extern PyType_Spec receiver_spec;
+extern PyType_Spec window_spec;
 
 int is_connection(module_state *st, PyObject *obj);
 /* One frame through the Connection's buffer; max_size < 0 means its own. */

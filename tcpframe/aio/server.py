@@ -1,0 +1,348 @@
+"""tcpframe.aio's server: start_server(), FrameServer, and the budgets that
+keep it answering real clients while thousands of sockets misbehave."""
+
+import asyncio
+import collections
+import logging
+import socket
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from .._tcpframe import MAX_SIZE
+from ..errors import ConnectionClosed, FrameError, TransferTimeout
+from .stream import LINGER_SECONDS, Handler, _Protocol
+
+__all__ = [
+    "FrameServer",
+    "start_server",
+    "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_FRAME_TIMEOUT",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_CONNECTIONS_PER_PEER",
+    "DEFAULT_MAX_BUFFERED",
+]
+
+log = logging.getLogger("tcpframe.aio")
+
+# Server budgets: defaults meant for the open internet.  None turns one off.
+DEFAULT_IDLE_TIMEOUT = 60.0            # s a client may sit between frames
+DEFAULT_FRAME_TIMEOUT = 10.0           # s to finish a frame once it started
+DEFAULT_MAX_CONNECTIONS = 4096
+DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
+DEFAULT_MAX_BUFFERED = 1 << 20         # bytes received, not yet read, per client
+
+
+def _raise_open_files_limit() -> None:
+    """Let the process have as many sockets as its hard limit allows."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on POSIX
+        return
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY:
+            hard = max(soft, 1 << 20) if soft != resource.RLIM_INFINITY else soft
+        if soft != resource.RLIM_INFINITY and soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError) as exc:
+        log.info("could not raise the open-files limit: %s", exc)
+
+
+def _budget(name: str, value: Any, integer: bool) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            (integer and not isinstance(value, int)):
+        kind = "an int" if integer else "a number of seconds"
+        raise TypeError(f"{name} must be {kind} or None, not {value!r}")
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 (or None for no limit), not {value!r}")
+    return value
+
+
+class FrameServer:
+    """What start_server() returns: an asyncio.Server-like object.
+
+    ``sockets``, ``close()``, ``await wait_closed()``, ``await
+    serve_forever()``, ``async with``; ``address`` (the first socket's
+    (host, port)); ``connections`` (how many clients now).  close() stops
+    listening and closes every client connection; wait_closed() waits for
+    every handler to finish.
+    """
+
+    def __init__(self, handler: Handler, max_size: int, *, idle_timeout: Optional[float],
+                 frame_timeout: Optional[float], max_connections: Optional[int],
+                 max_connections_per_peer: Optional[int], max_buffered: Optional[int],
+                 shed_reply: Optional[Callable[[str], bytes]]) -> None:
+        self._handler = handler
+        self._max_size = max_size
+        self.idle_timeout = _budget("idle_timeout", idle_timeout, False)
+        self.frame_timeout = _budget("frame_timeout", frame_timeout, False)
+        self.max_connections = _budget("max_connections", max_connections, True)
+        self.max_connections_per_peer = _budget("max_connections_per_peer",
+                                                max_connections_per_peer, True)
+        self.max_buffered = _budget("max_buffered", max_buffered, True)
+        self._shed_reply = shed_reply
+        self._loop = asyncio.get_running_loop()
+        self._server: Optional[asyncio.AbstractServer] = None
+        # Every live connection, the one with the oldest progress first.
+        self._clients: "collections.OrderedDict[_Protocol, None]" = collections.OrderedDict()
+        self._peers: Dict[Any, "collections.OrderedDict[_Protocol, None]"] = {}
+        self._tasks: "set[asyncio.Task]" = set()
+        self._sweeper: Optional[asyncio.TimerHandle] = None
+        self._closing = False
+        self.shed_count = 0
+
+    # -- asyncio.Server's face ---------------------------------------------------
+
+    @property
+    def sockets(self) -> Tuple[socket.socket, ...]:
+        return tuple(self._server.sockets) if self._server is not None else ()
+
+    @property
+    def address(self) -> Tuple[Any, ...]:
+        """(host, port) of the first listening socket."""
+        return self.sockets[0].getsockname()
+
+    @property
+    def connections(self) -> int:
+        """How many clients are connected now."""
+        return len(self._clients)
+
+    def is_serving(self) -> bool:
+        return self._server is not None and self._server.is_serving()
+
+    async def start_serving(self) -> None:
+        assert self._server is not None
+        await self._server.start_serving()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (or close()); closes everything on the way out."""
+        assert self._server is not None
+        try:
+            await self._server.serve_forever()
+        finally:
+            self.close()
+            await self.wait_closed()
+
+    def close(self) -> None:
+        """Stop listening and close every client connection (handlers see
+        ConnectionClosed on their next read)."""
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for protocol in list(self._clients):
+            protocol._close("the server is shutting down")
+
+    async def wait_closed(self) -> None:
+        """Wait until every handler has returned (after close())."""
+        if self._server is not None:
+            await self._server.wait_closed()
+        if self._tasks:
+            # Handlers see ConnectionClosed on their next read; one busy
+            # elsewhere gets a moment, then is cancelled.
+            await asyncio.wait(list(self._tasks), timeout=LINGER_SECONDS * 2)
+            for task in list(self._tasks):
+                task.cancel()
+        while self._tasks:
+            await asyncio.wait(list(self._tasks))
+        # Connections closing gracefully (lingering) are aborted now.
+        for protocol in list(self._clients):
+            protocol._abort()
+
+    async def __aenter__(self) -> "FrameServer":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    def __repr__(self) -> str:
+        return f"<tcpframe.aio.FrameServer sockets={self.sockets!r} connections={self.connections}>"
+
+    # -- connections --------------------------------------------------------------
+
+    def _admit(self, protocol: _Protocol) -> None:
+        if self._closing:
+            protocol._close("the server is shutting down")
+            return
+        protocol._max_buffered = self.max_buffered
+        peer_key = protocol.peer[0] if isinstance(protocol.peer, tuple) else protocol.peer
+        mine = self._peers.get(peer_key)
+        if mine is None:
+            mine = self._peers[peer_key] = collections.OrderedDict()
+        if self.max_connections_per_peer is not None and len(mine) >= self.max_connections_per_peer:
+            self._shed_one(mine, protocol, f"too many connections from {peer_key} "
+                           f"(max_connections_per_peer={self.max_connections_per_peer})")
+        if self.max_connections is not None and len(self._clients) >= self.max_connections:
+            self._shed_one(self._clients, protocol,
+                           f"the server is full (max_connections={self.max_connections})")
+        if protocol._closed_why is not None:
+            return
+        self._clients[protocol] = None
+        mine[protocol] = None
+        protocol._peer_key = peer_key
+        task = self._loop.create_task(self._serve(protocol))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if self._sweeper is None and (self.idle_timeout or self.frame_timeout):
+            self._schedule_sweep()
+
+    def _shed_one(self, pool: "collections.OrderedDict[_Protocol, None]",
+                  newcomer: _Protocol, why: str) -> None:
+        """Make room in pool: close its stalest idle or slow connection
+        (the oldest progress first), else the oldest; the newcomer only if
+        the pool is empty."""
+        victim = None
+        for i, candidate in enumerate(pool):
+            if candidate._sheddable():
+                victim = candidate
+                break
+            if i >= 64:
+                break
+        if victim is None:
+            victim = next(iter(pool), None)
+        self.shed_count += 1
+        if victim is None:
+            log.warning("%s refused: %s", newcomer.peer, why)
+            newcomer._close(f"refused: {why}", self._reply_for(f"refused: {why}"))
+            return
+        log.warning("%s shed to make room for %s: %s", victim.peer, newcomer.peer, why)
+        self._forget(victim)
+        victim._close(f"shed: {why}", self._reply_for(f"closed to make room: {why}"))
+
+    def _reply_for(self, why: str) -> Optional[bytes]:
+        if self._shed_reply is None:
+            return None
+        try:
+            return self._shed_reply(why)
+        except Exception:
+            log.exception("shed_reply failed")
+            return None
+
+    def _touch(self, protocol: _Protocol) -> None:
+        # A frame completed: this connection is now the freshest.
+        clients = self._clients
+        if protocol in clients:
+            clients.move_to_end(protocol)
+            self._peers[protocol._peer_key].move_to_end(protocol)
+
+    def _forget(self, protocol: _Protocol) -> None:
+        if protocol in self._clients:
+            del self._clients[protocol]
+            key = protocol._peer_key
+            mine = self._peers.get(key)
+            if mine is not None:
+                mine.pop(protocol, None)
+                if not mine:
+                    del self._peers[key]
+
+    async def _serve(self, protocol: _Protocol) -> None:
+        stream = protocol.stream
+        peer = protocol.peer
+        try:
+            await self._handler(stream)  # type: ignore[arg-type]
+        except ConnectionClosed as exc:
+            if exc.expected is None:
+                log.debug("%s closed: %s", peer, exc)
+            else:
+                log.info("%s disconnected mid-message: %s", peer, exc)
+        except FrameError as exc:
+            log.warning("%s sent a bad frame, closing it: %s", peer, exc)
+        except (TransferTimeout, asyncio.TimeoutError) as exc:
+            log.info("%s too slow, closing it: %s", peer, exc)
+        except OSError as exc:
+            log.info("%s connection error: %s", peer, exc)
+        except asyncio.CancelledError:
+            if not self._closing:
+                raise
+        except Exception:
+            log.exception("handler failed for %s; closing that client", peer)
+        finally:
+            protocol._close("the handler returned")
+
+    # -- budgets ------------------------------------------------------------------
+
+    def _schedule_sweep(self) -> None:
+        shortest = min(t for t in (self.idle_timeout, self.frame_timeout) if t)
+        interval = min(max(shortest / 4, 0.05), 1.0)
+        self._sweeper = self._loop.call_later(interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close connections past idle_timeout or frame_timeout.  The oldest
+        progress comes first, so the walk stops at the first that is too
+        fresh to be late by either budget."""
+        self._sweeper = None
+        if self._closing:
+            return
+        now = self._loop.time()
+        shortest = min(t for t in (self.idle_timeout, self.frame_timeout) if t)
+        late = []
+        for protocol in self._clients:
+            if now - protocol._since <= shortest:
+                break
+            why = protocol._overdue(now, self.idle_timeout, self.frame_timeout)
+            if why is not None:
+                late.append((protocol, why))
+        for protocol, why in late:
+            log.info("%s closed: %s", protocol.peer, why)
+            self._forget(protocol)
+            protocol._close(why, self._reply_for(f"closed: {why}"))
+        if self._clients:
+            self._schedule_sweep()
+
+
+async def start_server(
+    handler: Handler,
+    host: Optional[str] = None,
+    port: int = 0,
+    *,
+    max_size: int = MAX_SIZE,
+    idle_timeout: Optional[float] = DEFAULT_IDLE_TIMEOUT,
+    frame_timeout: Optional[float] = DEFAULT_FRAME_TIMEOUT,
+    max_connections: Optional[int] = DEFAULT_MAX_CONNECTIONS,
+    max_connections_per_peer: Optional[int] = DEFAULT_MAX_CONNECTIONS_PER_PEER,
+    max_buffered: Optional[int] = DEFAULT_MAX_BUFFERED,
+    shed_reply: Optional[Callable[[str], bytes]] = None,
+    **kwargs: Any,
+) -> FrameServer:
+    """start_server(handler, host=None, port=0, *, max_size=MAX_SIZE,
+    idle_timeout=60.0, frame_timeout=10.0, max_connections=4096,
+    max_connections_per_peer=256, max_buffered=1048576, shed_reply=None,
+    **kwargs) -> FrameServer
+
+    Listen on (host, port) -- port 0 picks a free one, host None every
+    interface -- and run ``await handler(stream)`` in a task per client.
+    When the handler returns (or raises: logged to ``tcpframe.aio``), the
+    connection is closed.  kwargs go to loop.create_server (ssl, backlog,
+    reuse_port...).
+
+    Budgets (None turns one off):
+    idle_timeout: seconds a client may leave the handler waiting between
+        frames before it is closed.
+    frame_timeout: seconds a client has to finish a frame once its first
+        byte arrived (slow-loris senders).
+    max_connections / max_connections_per_peer (by IP address): at the
+        limit a new client is served and the stalest connection (idle or
+        slowest, in that pool) is shed to make room.
+    max_buffered: bytes received but not yet read by the handler, per
+        connection; past it the server stops reading from that peer until
+        the handler catches up.
+    shed_reply(reason) -> bytes: the payload of a last frame sent to a
+        connection closed by a budget, for protocols that have an error
+        reply (the CLI's average service sends {"error": reason}).
+
+    The process's soft limit of open files is raised to its hard limit.
+    """
+    _raise_open_files_limit()
+    server = FrameServer(handler, max_size, idle_timeout=idle_timeout,
+                         frame_timeout=frame_timeout, max_connections=max_connections,
+                         max_connections_per_peer=max_connections_per_peer,
+                         max_buffered=max_buffered, shed_reply=shed_reply)
+    kwargs.setdefault("backlog", 4096)
+    loop = server._loop
+    server._server = await loop.create_server(lambda: _Protocol(max_size, server),
+                                              host, port, **kwargs)
+    return server
