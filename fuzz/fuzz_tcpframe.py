@@ -35,6 +35,7 @@ import atheris
 with atheris.instrument_imports():
     import tcpframe
     from tcpframe import Connection, Decoder, FrameError, FrameTooLarge, UnsafePickle
+    from tcpframe._tcpframe import Receiver
 
 
 def oracle(stream, max_size):
@@ -71,7 +72,16 @@ def check_decoder(fdp):
     if stream[:1] == b"!":
         # Steer some inputs to well-formed frames, so deep paths are reached.
         stream = b"".join(tcpframe.encode_frame(stream[i:i + 7]) for i in range(1, len(stream), 7))
+    elif stream[:1] == b"#":
+        # A frame large enough for the Receiver's direct path (>= 64 KiB),
+        # between two small ones, cut where the input says.
+        max_size = 1 << 17
+        body = (stream[1:] or b"#") * (65536 // max(1, len(stream) - 1) + 1)
+        stream = (tcpframe.encode_frame(stream[1:9]) + tcpframe.encode_frame(body[:65536 + len(stream)])
+                  + tcpframe.encode_frame(stream[:3]))
+        cuts = [c * 257 for c in cuts]
     want, error = oracle(stream, max_size)
+    check_receiver(stream, cuts, max_size, want, error)
     decoder = Decoder(max_size=max_size)
     got, raised = [], None
     last = 0
@@ -97,6 +107,38 @@ def check_decoder(fdp):
             raised = "bad"
     assert got == want, (got, want)
     assert raised == error, (raised, error)
+
+
+def check_receiver(stream, cuts, max_size, want, error):
+    """The Receiver, driven as an event loop drives it (get_buffer, write
+    into the window, buffer_updated), must agree with the oracle too."""
+    receiver = Receiver(max_size=max_size)
+    got, raised, last = [], None, 0
+    for cut in cuts + [len(stream)]:
+        cut = min(max(cut, last), len(stream))
+        piece = memoryview(stream)[last:cut]
+        last = cut
+        while piece and not receiver.failed:
+            with memoryview(receiver.get_buffer(-1)) as window:
+                n = min(len(window), len(piece))
+                window[:n] = piece[:n]
+            receiver.buffer_updated(n)
+            piece = piece[n:]
+        if receiver.ready:
+            got.extend(receiver.pop_all())
+        if receiver.failed:
+            break
+    try:
+        receiver.pop()
+    except FrameTooLarge:
+        raised = "large"
+    except FrameError:
+        raised = "bad"
+    assert got == want, "Receiver frames differ"
+    assert raised == error, (raised, error)
+    assert receiver.ready == 0
+    if error is None:
+        assert receiver.partial() == stream[sum(8 + len(f) for f in want):]
 
 
 def check_objects(fdp, a, b):

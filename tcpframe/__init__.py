@@ -10,7 +10,8 @@ The "TCP with Python" lesson's helpers, done right:
 Byte loops: send_all, receive_all, receive_into (lesson names send_all_bytes,
 receive_all_bytes, read_all_bytes are aliases).  Frames: send_bytes,
 read_bytes, send_string, read_string, encode_header, decode_header.
-Buffered, batched: Connection (and the sans-IO Decoder, encode_frame).
+Buffered, batched: Connection (and the sans-IO Decoder, encode_frame,
+encode_frames).  asyncio: tcpframe.aio.
 Objects: send_object, read_object (JSON, or pickle restricted to plain data).
 Errors: ConnectionClosed, FrameError, FrameTooLarge, TransferTimeout,
 UnsafePickle.  A server: tcpframe.server.Server.  The lesson's exercise:
@@ -26,6 +27,7 @@ try:
         HEADER_SIZE,
         MAX_SIZE,
         decode_header,
+        encode_frames,
         encode_header,
         read_bytes,
         read_string,
@@ -63,6 +65,7 @@ __all__ = [
     "UnsafePickle",
     "decode_header",
     "encode_frame",
+    "encode_frames",
     "encode_header",
     "read_all_bytes",
     "read_bytes",

@@ -12,7 +12,9 @@ hand-typed helpers talks to this server with ``send_string(sock,
 json.dumps(numbers))`` and ``json.loads(read_string(sock))``.
 
 Run it: ``python -m tcpframe serve average`` in one terminal and
-``python -m tcpframe average 1 2 3`` in another.
+``python -m tcpframe average 1 2 3`` in another.  ``handle`` serves one
+client of the threaded tcpframe.server.Server; ``handle_async`` the same
+for tcpframe.aio.start_server (what ``serve average`` runs).
 """
 
 import json
@@ -24,7 +26,8 @@ from .connection import Connection
 from .errors import ConnectionClosed, FrameError
 from .objects import read_object, send_object
 
-__all__ = ["DEFAULT_PORT", "MAX_REQUEST", "AverageError", "compute", "handle", "average"]
+__all__ = ["DEFAULT_PORT", "MAX_REQUEST", "AverageError", "compute", "handle", "handle_async",
+           "error_reply", "average"]
 
 DEFAULT_PORT = 8888  # the lesson's port
 MAX_REQUEST = 1 << 20  # a list of numbers needs no more; bounds memory per client
@@ -59,6 +62,12 @@ def compute(request: Any) -> Dict[str, Any]:
 Report = Callable[[Tuple[Any, ...], Any, Dict[str, Any]], None]
 
 
+def error_reply(reason: str) -> bytes:
+    """The payload of an error reply: a server closing a client (a budget
+    ran out, the server is full) says why in the protocol's own words."""
+    return json.dumps({"error": reason}).encode("utf-8")
+
+
 def handle(
     conn: Connection, address: Tuple[Any, ...], *, report: Optional[Report] = None
 ) -> None:
@@ -87,6 +96,28 @@ def handle(
         if report is not None:
             report(address, request, reply)
         send_object(conn, reply)
+
+
+async def handle_async(stream: Any, *, report: Optional[Report] = None) -> None:
+    """The same service as handle(), for tcpframe.aio.start_server: stream is
+    a FrameStream (its server's max_size should be MAX_REQUEST)."""
+    while True:
+        try:
+            request = await stream.read_object()
+        except ConnectionClosed as exc:
+            if exc.expected is None:
+                return
+            raise
+        except FrameError as exc:
+            await stream.send_object({"error": f"bad frame: {exc}"})
+            return
+        except ValueError as exc:
+            await stream.send_object({"error": f"not JSON: {exc}"})
+            continue
+        reply = compute(request)
+        if report is not None:
+            report(stream.peername, request, reply)
+        await stream.send_object(reply)
 
 
 def average(

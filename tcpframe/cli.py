@@ -1,6 +1,7 @@
 """The command line: ``python -m tcpframe --help``."""
 
 import argparse
+import asyncio
 import errno
 import functools
 import logging
@@ -9,9 +10,11 @@ import socket
 import sys
 from typing import Any, Callable, Optional, Sequence, Tuple
 
+from . import aio
 from . import average as average_service
 from . import echo as echo_service
-from ._tcpframe import read_string, send_string
+from ._tcpframe import MAX_SIZE, read_string, send_string
+from .errors import ConnectionClosed, FrameError
 from .server import Server
 
 def print_reply(address: Tuple[Any, ...], request: Any, reply: Any) -> None:
@@ -19,7 +22,10 @@ def print_reply(address: Tuple[Any, ...], request: Any, reply: Any) -> None:
 
 
 SERVICES = {"average": average_service.handle, "echo": echo_service.handle}
-CLIENT_TIMEOUT = 30.0  # a served client silent this long is dropped
+ASYNC_SERVICES = {"average": average_service.handle_async, "echo": echo_service.handle_async}
+# The largest request each service accepts (the average service's bounds memory).
+SERVICE_MAX_SIZE = {"average": average_service.MAX_REQUEST, "echo": MAX_SIZE}
+CLIENT_TIMEOUT = 30.0  # the threaded demo server drops a client silent this long
 
 DESCRIPTION = """\
 TCP message framing in C: every message is 8 ASCII digits giving its length,
@@ -48,6 +54,25 @@ def number(text: str) -> float:
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"{text!r} is not a finite number") from None
     return value
+
+
+def budget(kind: type) -> Callable[[str], Any]:
+    """argparse type: a positive int or float, or 0 for "no limit" (None)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'a whole number' if kind is int else 'a number'}") from None
+        if kind is float and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is negative; use 0 for no limit")
+        return value or None
+
+    parse.__name__ = kind.__name__
+    return parse
 
 
 def port_number(text: str) -> int:
@@ -84,19 +109,64 @@ def service_handler(service: str, quiet: bool = False) -> Callable:
     return announcing(handler)
 
 
-def open_server(service: str, host: str, port: int, client_timeout: float = CLIENT_TIMEOUT,
-                max_clients: int = 256, quiet: bool = False) -> Server:
-    handler = service_handler(service, quiet)
+def async_service_handler(service: str, quiet: bool = False) -> Callable:
+    """The service's asyncio handler; unless quiet, printing each connection and reply."""
+    handler = ASYNC_SERVICES[service]
+    if quiet:
+        return handler
+    if service == "average":
+        handler = functools.partial(handler, report=print_reply)
+
+    async def handle(stream: aio.FrameStream) -> None:
+        say("server", "Connection address:", stream.peername)
+        await handler(stream)
+
+    return handle
+
+
+def listen_error(exc: OSError, host: str, port: int) -> CommandError:
+    if exc.errno == errno.EADDRINUSE:
+        return CommandError(
+            f"port {port} on {host} is in use (another server running?): "
+            "stop it, or pick another with --port (--port 0 picks a free one)"
+        )
+    return CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+async def serve_async(args: argparse.Namespace) -> None:
+    """The service on tcpframe.aio, with the budgets given on the command line."""
+    shed_reply = average_service.error_reply if args.service == "average" else None
     try:
-        return Server(handler, host, port, client_timeout=client_timeout,
-                      max_clients=max_clients)
+        server = await aio.start_server(
+            async_service_handler(args.service, args.quiet), args.host, args.port,
+            max_size=SERVICE_MAX_SIZE[args.service],
+            idle_timeout=args.idle_timeout, frame_timeout=args.frame_timeout,
+            max_connections=args.max_connections,
+            max_connections_per_peer=args.max_connections_per_peer,
+            max_buffered=args.max_buffered, shed_reply=shed_reply,
+        )
     except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            raise CommandError(
-                f"port {port} on {host} is in use (another server running?): "
-                "stop it, or pick another with --port (--port 0 picks a free one)"
-            ) from None
-        raise CommandError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise listen_error(exc, args.host, args.port) from None
+    host, port = server.address[:2]
+    say("server", f"{args.service} service listening on {host}:{port} (Ctrl-C stops it)")
+    async with server:
+        await server.serve_forever()
+
+
+def serve_threaded(args: argparse.Namespace) -> None:
+    """The service on the blocking tcpframe.server.Server, a thread per client."""
+    handler = service_handler(args.service, args.quiet)
+    try:
+        server = Server(handler, args.host, args.port,
+                        client_timeout=args.idle_timeout or None,
+                        max_clients=args.max_connections or 1 << 30,
+                        max_size=SERVICE_MAX_SIZE[args.service])
+    except OSError as exc:
+        raise listen_error(exc, args.host, args.port) from None
+    host, port = server.address[:2]
+    say("server", f"{args.service} service listening on {host}:{port} "
+        "(threaded; Ctrl-C stops it)")
+    server.serve_forever()
 
 
 def connect_error(exc: OSError, host: str, port: int, service: str) -> CommandError:
@@ -129,15 +199,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    server = open_server(args.service, args.host, args.port, args.client_timeout,
-                         args.max_clients, args.quiet)
-    host, port = server.address[:2]
-    say("server", f"{args.service} service listening on {host}:{port} (Ctrl-C stops it)")
     try:
-        server.serve_forever()
+        if args.threaded:
+            serve_threaded(args)
+        else:
+            asyncio.run(serve_async(args))
     except KeyboardInterrupt:
         say("server", "stopped")
     return 0
+
+
+def closed_early(host: str, port: int) -> CommandError:
+    return CommandError(
+        f"the server at {host}:{port} closed the connection before replying "
+        "(it may be overloaded, shutting down, or not a tcpframe server); try again"
+    )
 
 
 def cmd_average(args: argparse.Namespace) -> int:
@@ -145,6 +221,11 @@ def cmd_average(args: argparse.Namespace) -> int:
         result = average_service.average(args.numbers, args.host, args.port)
     except average_service.AverageError as exc:
         raise CommandError(f"the server refused: {exc}") from None
+    except ConnectionClosed:
+        raise closed_early(args.host, args.port) from None
+    except FrameError as exc:
+        raise CommandError(f"the server at {args.host}:{args.port} sent something that is "
+                           f"not a tcpframe reply: {exc}") from None
     except OSError as exc:
         raise connect_error(exc, args.host, args.port, "average") from None
     print(result)
@@ -163,6 +244,8 @@ def cmd_echo(args: argparse.Namespace) -> int:
         with socket.create_connection((args.host, args.port), timeout=10) as sock:
             send_string(sock, text)
             print(read_string(sock))
+    except ConnectionClosed:
+        raise closed_early(args.host, args.port) from None
     except OSError as exc:
         raise connect_error(exc, args.host, args.port, "echo") from None
     return 0
@@ -207,11 +290,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("service", choices=sorted(SERVICES), help="which service")
     add_address(sub, listening=True)
-    sub.add_argument("--client-timeout", type=float, default=CLIENT_TIMEOUT, metavar="SECONDS",
-                     help=f"drop a client that takes longer than this to send a whole "
-                     f"message, or stays silent (default {CLIENT_TIMEOUT:.0f})")
-    sub.add_argument("--max-clients", type=int, default=256, metavar="N",
-                     help="clients served at once; more are turned away (default 256)")
+    budgets = sub.add_argument_group(
+        "budgets", "what one client may cost; 0 turns a budget off.  At a connection "
+        "limit the stalest idle or slowest client is closed to make room, never the new one")
+    budgets.add_argument("--idle-timeout", type=budget(float), default=aio.DEFAULT_IDLE_TIMEOUT,
+                         metavar="SECONDS", help="close a client silent this long between "
+                         f"messages (default {aio.DEFAULT_IDLE_TIMEOUT:g})")
+    budgets.add_argument("--frame-timeout", type=budget(float),
+                         default=aio.DEFAULT_FRAME_TIMEOUT, metavar="SECONDS",
+                         help="close a client that takes longer than this to send one "
+                         f"message once it started (default {aio.DEFAULT_FRAME_TIMEOUT:g})")
+    budgets.add_argument("--max-connections", type=budget(int),
+                         default=aio.DEFAULT_MAX_CONNECTIONS, metavar="N",
+                         help=f"clients connected at once (default {aio.DEFAULT_MAX_CONNECTIONS})")
+    budgets.add_argument("--max-connections-per-peer", type=budget(int),
+                         default=aio.DEFAULT_MAX_CONNECTIONS_PER_PEER, metavar="N",
+                         help="clients connected at once from one IP address (default "
+                         f"{aio.DEFAULT_MAX_CONNECTIONS_PER_PEER})")
+    budgets.add_argument("--max-buffered", type=budget(int), default=aio.DEFAULT_MAX_BUFFERED,
+                         metavar="BYTES", help="bytes received from a client and not yet "
+                         "handled; past it the server stops reading from that client "
+                         f"(default {aio.DEFAULT_MAX_BUFFERED})")
+    # The threaded server's old option names, kept so scripts keep working.
+    budgets.add_argument("--client-timeout", type=budget(float), dest="idle_timeout",
+                         help=argparse.SUPPRESS)
+    budgets.add_argument("--max-clients", type=budget(int), dest="max_connections",
+                         help=argparse.SUPPRESS)
+    sub.add_argument("--threaded", action="store_true",
+                     help="serve with the blocking tcpframe.server.Server (a thread per "
+                     "client) instead of asyncio; only --idle-timeout and --max-connections "
+                     "apply")
     sub.add_argument("--quiet", action="store_true",
                      help="do not print a line per connection and request")
     sub.set_defaults(func=cmd_serve)

@@ -117,3 +117,106 @@ def test_near_overflow_average_and_error_reply(serve):
     result = run("average", "1" + "0" * 400, "--port", str(port))
     assert result.returncode == 1
     assert "error: the server refused: the numbers are too large" in result.stderr
+
+
+def test_serve_help_lists_the_budgets():
+    out = run("serve", "--help").stdout
+    for option in ("--idle-timeout", "--frame-timeout", "--max-connections",
+                   "--max-connections-per-peer", "--max-buffered", "--threaded"):
+        assert option in out
+
+
+def test_bad_budget_is_a_usage_error():
+    result = run("serve", "average", "--idle-timeout", "-1")
+    assert result.returncode == 2
+    assert "negative" in result.stderr
+
+
+def serve_with(*options):
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "tcpframe", "serve", "average", "--port", "0",
+         "--quiet", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    assert "listening on 127.0.0.1:" in line, line + proc.stderr.read()
+    return proc, int(line.split("127.0.0.1:")[1].split()[0])
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0, err
+    return out, err
+
+
+def test_idle_sockets_from_another_address_do_not_lock_users_out():
+    """The issue's lockout: 300 idle sockets from one other machine (here
+    127.0.0.2) used to fill the threaded server; the asyncio server answers."""
+    proc, port = serve_with()
+    idle = []
+    try:
+        for _ in range(300):
+            sock = socket.socket()
+            sock.bind(("127.0.0.2", 0))
+            sock.connect(("127.0.0.1", port))
+            idle.append(sock)
+        result = run("average", "1", "2", "3", "--port", str(port))
+        assert result.returncode == 0, result.stderr
+        assert float(result.stdout) == 2.0
+    finally:
+        for sock in idle:
+            sock.close()
+        stop(proc)
+
+
+def test_a_shed_client_learns_why():
+    proc, port = serve_with("--max-connections", "1")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as first:
+            # first is idle: the next client is served and first is shed,
+            # with the protocol's error reply.
+            result = run("average", "4", "6", "--port", str(port))
+            assert result.returncode == 0, result.stderr
+            assert float(result.stdout) == 5.0
+            reply = json.loads(lesson.read_string(first))
+            assert "max_connections=1" in reply["error"]
+    finally:
+        stop(proc)
+
+
+def test_an_idle_client_is_closed_with_a_reason():
+    proc, port = serve_with("--idle-timeout", "0.3")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            reply = json.loads(lesson.read_string(sock))
+            assert "idle" in reply["error"]
+            assert sock.recv(1) == b""
+    finally:
+        stop(proc)
+
+
+def test_client_says_the_server_closed_before_replying():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = subprocess.Popen(
+            [sys.executable, "-m", "tcpframe", "average", "1", "2", "--port", str(port)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        conn, _ = listener.accept()
+        lesson.read_string(conn)      # take the request, then hang up
+        conn.close()
+        out, err = client.communicate(timeout=TIMEOUT)
+    assert client.returncode == 1
+    assert "closed the connection before replying" in err
+    assert err.strip().count("\n") == 0
+
+
+def test_threaded_server_still_serves():
+    proc, port = serve_with("--threaded")
+    try:
+        result = run("average", "1", "2", "--port", str(port))
+        assert result.returncode == 0, result.stderr
+        assert float(result.stdout) == 1.5
+    finally:
+        stop(proc)

@@ -18,6 +18,7 @@ PACKAGE = pathlib.Path(tcpframe.__file__).parent
 FUNCTIONS = [
     "send_all", "receive_all", "receive_into", "send_bytes", "read_bytes",
     "send_string", "read_string", "encode_header", "decode_header", "encode_frame",
+    "encode_frames",
 ]
 
 
@@ -39,7 +40,7 @@ def test_version():
 def test_help_shows_real_signatures(name):
     func = getattr(tcpframe, name)
     sig = inspect.signature(func)
-    assert list(sig.parameters)[0] in ("sock", "n", "header", "data")
+    assert list(sig.parameters)[0] in ("sock", "n", "header", "data", "frames")
     assert func.__doc__ and len(func.__doc__.splitlines()) >= 1
 
 
@@ -55,10 +56,11 @@ def test_stubs_match_the_extension():
         node.name for node in stub.body
         if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and not node.name.startswith("_")
     }
-    assert stubbed == set(FUNCTIONS) | {"Connection", "Decoder"}
+    classes = {"Connection", "Decoder", "Receiver", "ReceiveWindow"}
+    assert stubbed == set(FUNCTIONS) | classes
     public = {n for n in dir(_tcpframe) if not n.startswith("_")}
-    assert public == set(FUNCTIONS) | {"HEADER_SIZE", "MAX_SIZE", "Connection", "Decoder"}
-    for cls in ("Connection", "Decoder"):
+    assert public == set(FUNCTIONS) | {"HEADER_SIZE", "MAX_SIZE"} | classes
+    for cls in ("Connection", "Decoder", "Receiver"):
         node = next(n for n in stub.body if isinstance(n, ast.ClassDef) and n.name == cls)
         stub_members = {m.name for m in node.body if isinstance(m, ast.FunctionDef)}
         runtime = {m for m in dir(getattr(_tcpframe, cls)) if not m.startswith("_")}

@@ -170,11 +170,9 @@ class FrameServer:
             return
         protocol._max_buffered = self.max_buffered
         peer_key = protocol.peer[0] if isinstance(protocol.peer, tuple) else protocol.peer
-        mine = self._peers.get(peer_key)
-        if mine is None:
-            mine = self._peers[peer_key] = collections.OrderedDict()
+        mine = self._peers.get(peer_key, {})
         if self.max_connections_per_peer is not None and len(mine) >= self.max_connections_per_peer:
-            self._shed_one(mine, protocol, f"too many connections from {peer_key} "
+            self._shed_one(mine, protocol, f"too many connections from {peer_key} "  # type: ignore[arg-type]
                            f"(max_connections_per_peer={self.max_connections_per_peer})")
         if self.max_connections is not None and len(self._clients) >= self.max_connections:
             self._shed_one(self._clients, protocol,
@@ -182,6 +180,10 @@ class FrameServer:
         if protocol._closed_why is not None:
             return
         self._clients[protocol] = None
+        # Looked up again: shedding may have emptied and removed this peer's pool.
+        mine = self._peers.get(peer_key)
+        if mine is None:
+            mine = self._peers[peer_key] = collections.OrderedDict()
         mine[protocol] = None
         protocol._peer_key = peer_key
         task = self._loop.create_task(self._serve(protocol))
