@@ -74,8 +74,10 @@ typedef struct {
 
 /* ---------------------------------------------------------------- queue */
 
+/* Room for one more frame, so a frame taken out of the decoder can always
+ * be queued: 0, or -1 with MemoryError and nothing changed. */
 static int
-queue_push(Receiver *r, PyObject *frame, int direct)
+queue_reserve(Receiver *r)
 {
     if (r->q_count == r->q_cap) {
         size_t cap = r->q_cap ? r->q_cap * 2 : 16;
@@ -92,10 +94,16 @@ queue_push(Receiver *r, PyObject *frame, int direct)
         r->q_cap = cap;
         r->q_head = 0;
     }
+    return 0;
+}
+
+/* Queue a frame (steals the reference); queue_reserve() came first. */
+static void
+queue_push(Receiver *r, PyObject *frame, int direct)
+{
     r->q[(r->q_head + r->q_count) % r->q_cap] = (queued){frame, direct};
     r->q_count++;
     r->q_bytes += PyBytes_GET_SIZE(frame);
-    return 0;
 }
 
 /* The next queued frame as a new reference the caller may keep forever. */
@@ -175,6 +183,36 @@ window_dealloc(Window *w)
     Py_DECREF(type);
 }
 
+/* w[key] and w[key] = v, as memoryview(w) does them: asyncio's SSL
+ * protocol reads into w[offset:], its proactor copies with w[:n] = data.  A
+ * slice is a view of the same export, so it is counted (and pins) while it
+ * lives. */
+static PyObject *
+window_subscript(Window *w, PyObject *key)
+{
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)w);
+    if (mv == NULL) {
+        return NULL;
+    }
+    PyObject *res = PyObject_GetItem(mv, key);
+    Py_DECREF(mv);
+    return res;
+}
+
+static int
+window_ass_subscript(Window *w, PyObject *key, PyObject *value)
+{
+    PyObject *mv = PyMemoryView_FromObject((PyObject *)w);
+    if (mv == NULL) {
+        return -1;
+    }
+    int res = value == NULL ? PyObject_DelItem(mv, key) : PyObject_SetItem(mv, key, value);
+    PyObject *r = PyObject_CallMethod(mv, "release", NULL);
+    Py_XDECREF(r);
+    Py_DECREF(mv);
+    return res;
+}
+
 PyDoc_STRVAR(window_doc,
 "A writable window into a Receiver's memory, from Receiver.get_buffer():\n"
 "recv_into() it, then call buffer_updated(nbytes).  Valid until the next\n"
@@ -187,6 +225,8 @@ static PyType_Slot window_slots[] = {
     {Py_bf_releasebuffer, window_releasebuffer},
     {Py_sq_length, window_length},
     {Py_mp_length, window_length},
+    {Py_mp_subscript, window_subscript},
+    {Py_mp_ass_subscript, window_ass_subscript},
     {0, NULL},
 };
 
@@ -243,13 +283,20 @@ drain_decoder(Receiver *r)
     while (!r->failed && r->big == NULL) {
         const unsigned char *payload;
         size_t len, need;
+        if (queue_reserve(r) < 0) {
+            return -1;
+        }
+        /* next() consumes the frame; until it is queued, the decoder as it
+         * was is kept, so a failed copy leaves the frame where it was. */
+        tf_decoder before = r->dec;
         tf_dec_result res = tf_decoder_next(&r->dec, &payload, &len, &need);
         if (res == TF_DEC_FRAME) {
             PyObject *frame = PyBytes_FromStringAndSize((const char *)payload, (Py_ssize_t)len);
-            if (frame == NULL || queue_push(r, frame, 0) < 0) {
-                Py_XDECREF(frame);
+            if (frame == NULL) {
+                r->dec = before;
                 return -1;
             }
+            queue_push(r, frame, 0);
         }
         else if (res == TF_DEC_NEED_MORE) {
             if (len >= DIRECT_MIN) {
@@ -362,10 +409,11 @@ prepare_window(Receiver *r)
         r->win_owner = Py_NewRef(r->big);
         return 0;
     }
-    size_t need = tf_decoder_needed(&r->dec);
-    size_t want = need > WINDOW ? need : WINDOW;
+    /* WINDOW of room, not what the frame needs: a frame this path takes is
+     * under DIRECT_MIN, so at most one more read finishes it, and a large
+     * header left here (its direct start failed) cannot reserve its length. */
     size_t avail;
-    unsigned char *at = tf_decoder_reserve(&r->dec, want, &avail);
+    unsigned char *at = tf_decoder_reserve(&r->dec, WINDOW, &avail);
     if (at == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -411,15 +459,16 @@ commit(Receiver *r, Py_ssize_t n)
     if (n == 0) {
         return 0;
     }
+    if (queue_reserve(r) < 0) {
+        r->lost = 1;   /* n bytes arrived and cannot be kept */
+        return -1;
+    }
     if (into_big) {
         r->big_got += n;
         if (r->big_got == r->big_len) {
             PyObject *frame = r->big;
             r->big = NULL;
-            if (queue_push(r, frame, 1) < 0) {
-                Py_DECREF(frame);
-                return -1;
-            }
+            queue_push(r, frame, 1);
         }
     }
     else {
@@ -487,6 +536,12 @@ receiver_feed(Receiver *r, PyObject *data)
 static void
 raise_failure(Receiver *r)
 {
+    if (r->lost) {
+        PyErr_SetString(PyExc_MemoryError,
+                        "a frame was lost when memory ran out while it arrived: the stream "
+                        "is out of sync, close the connection");
+        return;
+    }
     const unsigned char *head = tf_decoder_head(&r->dec);
     size_t n;
     if (tf_decode_header(head, &n) < 0) {
@@ -504,7 +559,7 @@ receiver_pop(Receiver *r, PyObject *unused)
     if (r->q_count > 0) {
         return queue_pop(r);
     }
-    if (r->failed) {
+    if (r->failed || r->lost) {
         raise_failure(r);
         return NULL;
     }
@@ -515,27 +570,41 @@ static PyObject *
 receiver_pop_all(Receiver *r, PyObject *unused)
 {
     (void)unused;
-    if (r->q_count == 0 && r->failed) {
+    if (r->q_count == 0 && (r->failed || r->lost)) {
         raise_failure(r);
         return NULL;
     }
     PyObject *out = PyList_New(0);
-    while (out != NULL && r->q_count > 0) {
-        /* A frame leaves the queue only once it is in the list: nothing is
-         * lost if memory runs out part way. */
+    if (out == NULL) {
+        return NULL;
+    }
+    while (r->q_count > 0) {
+        /* A frame leaves the queue only once it is in the list, and frames
+         * already in the list are returned even if memory runs out part
+         * way: none is lost, the rest stay queued. */
         if (PyList_Append(out, r->q[r->q_head].frame) < 0) {
-            Py_CLEAR(out);
-            break;
-        }
-        PyObject *frame = queue_pop(r);
-        if (frame == NULL) {
-            Py_CLEAR(out);   /* the frame is still queued: nothing lost */
             break;
         }
         Py_ssize_t last = PyList_GET_SIZE(out) - 1;
+        PyObject *frame = queue_pop(r);
+        if (frame == NULL) {
+            /* Still queued: take it back out of the list. */
+            if (PyList_SetSlice(out, last, last + 1, NULL) < 0) {
+                Py_DECREF(out);
+                return NULL;
+            }
+            break;
+        }
         PyObject *appended = PyList_GET_ITEM(out, last);
         PyList_SET_ITEM(out, last, frame);
         Py_DECREF(appended);
+    }
+    if (PyErr_Occurred()) {
+        if (PyList_GET_SIZE(out) == 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyErr_Clear();   /* what was taken is returned; the error comes again next time */
     }
     return out;
 }
@@ -606,7 +675,7 @@ static PyObject *
 get_failed(Receiver *r, void *closure)
 {
     (void)closure;
-    return PyBool_FromLong(r->failed);
+    return PyBool_FromLong(r->failed || r->lost);
 }
 
 static PyObject *
@@ -630,7 +699,8 @@ static PyMethodDef receiver_methods[] = {
     {"feed", (PyCFunction)receiver_feed, METH_O,
      "feed($self, data, /)\n--\n\n"
      "Copy bytes in, as if received (for tests and sans-IO use).  Returns\n"
-     "how many were taken: all of them, unless a bad header stopped it."},
+     "how many were stored: all of them, unless a bad header stopped it\n"
+     "(then what came with it in the same window is stored, not decoded)."},
     {"pop", (PyCFunction)receiver_pop, METH_NOARGS,
      "pop($self, /)\n--\n\n"
      "The next whole frame's payload, or None if none is queued.  At a bad\n"
@@ -658,7 +728,8 @@ static PyGetSetDef receiver_getset[] = {
      "The frame in progress's whole size (header included), once its header\n"
      "is whole; else None.", NULL},
     {"failed", (getter)get_failed, NULL,
-     "True once the stream stopped at a bad or oversized header.", NULL},
+     "True once the stream stopped at a bad or oversized header (or a frame\n"
+     "was lost to a failed allocation): pop() raises once the queue is empty.", NULL},
     {"max_size", (getter)get_max_size, NULL, "The largest payload accepted.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
