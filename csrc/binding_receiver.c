@@ -62,6 +62,7 @@ typedef struct {
     Py_ssize_t q_bytes;
     int failed;              /* the decoder stopped at a bad or oversized header */
     int lost;                /* memory ran out mid-frame: the stream is unusable */
+    int free_when_released;  /* drained after a short read, but still exported */
 } Receiver;
 
 typedef struct {
@@ -141,6 +142,22 @@ forget_window(Receiver *r)
     r->gen++;
 }
 
+/* Give a drained decoder's memory back (an idle connection then costs no
+ * buffer), unless a view still points into it: then once it is released. */
+static void
+release_idle_buffer(Receiver *r)
+{
+    r->free_when_released = 0;
+    if (tf_decoder_buffered(&r->dec) != 0 || r->win != NULL) {
+        return;   /* bytes arrived, or a window was handed out, since */
+    }
+    if (r->exports > 0) {
+        r->free_when_released = 1;
+        return;
+    }
+    tf_decoder_free(&r->dec);
+}
+
 static int
 window_getbuffer(Window *w, Py_buffer *view, int flags)
 {
@@ -164,8 +181,14 @@ window_getbuffer(Window *w, Py_buffer *view, int flags)
 static void
 window_releasebuffer(Window *w, Py_buffer *view)
 {
+    Receiver *r = w->r;
     Py_XDECREF((PyObject *)view->internal);
-    w->r->exports--;
+    r->exports--;
+    /* uvloop calls buffer_updated() before it releases its view: the idle
+     * buffer it could not free then is freed now. */
+    if (r->exports == 0 && r->free_when_released) {
+        release_idle_buffer(r);
+    }
 }
 
 static Py_ssize_t
@@ -394,6 +417,7 @@ prepare_window(Receiver *r)
         return -1;
     }
     forget_window(r);
+    r->free_when_released = 0;
     if (r->big != NULL) {
         Py_ssize_t room = PyBytes_GET_SIZE(r->big);
         if (r->big_got == room) {
@@ -488,10 +512,9 @@ receiver_buffer_updated(Receiver *r, PyObject *arg)
     if (commit(r, n) < 0) {
         return NULL;
     }
-    /* A short read means the peer has nothing more for now: give a drained
-     * decoder's memory back, so an idle connection costs no buffer. */
-    if (n < window && tf_decoder_buffered(&r->dec) == 0 && r->exports == 0) {
-        tf_decoder_free(&r->dec);
+    /* A short read means the peer has nothing more for now. */
+    if (n < window) {
+        release_idle_buffer(r);
     }
     return PyLong_FromSize_t(r->q_count);
 }
