@@ -18,16 +18,20 @@ for tcpframe.aio.start_server (what ``serve average`` runs).
 """
 
 import json
+import logging
 import math
 import socket
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from .connection import Connection
+from ._tcpframe import read_bytes
 from .errors import ConnectionClosed, FrameError
-from .objects import read_object, send_object
+from .objects import _decode, read_object, send_object
 
-__all__ = ["DEFAULT_PORT", "MAX_REQUEST", "AverageError", "compute", "handle", "handle_async",
+__all__ = ["DEFAULT_PORT", "MAX_REQUEST", "AverageError", "answer", "compute", "handle", "handle_async",
            "error_reply", "average"]
+
+log = logging.getLogger("tcpframe.average")
 
 DEFAULT_PORT = 8888  # the lesson's port
 MAX_REQUEST = 1 << 20  # a list of numbers needs no more; bounds memory per client
@@ -35,6 +39,12 @@ MAX_REQUEST = 1 << 20  # a list of numbers needs no more; bounds memory per clie
 
 class AverageError(ValueError):
     """The server answered with an error reply; the message is its text."""
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr() cut to a size fit for an error reply (a request may be 1 MiB)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def compute(request: Any) -> Dict[str, Any]:
@@ -46,7 +56,10 @@ def compute(request: Any) -> Dict[str, Any]:
     for index, item in enumerate(request):
         # bool is an int in Python, but true/false are not numbers to a user.
         if isinstance(item, bool) or not isinstance(item, (int, float)):
-            return {"error": f"item {index} is {item!r}, not a number"}
+            return {"error": f"item {index} is {_short(item)}, not a number"}
+        if isinstance(item, float) and not math.isfinite(item):
+            # JSON's 1e999 reads as inf: a number too large for a float.
+            return {"error": f"item {index} is too large for a float (it reads as {item!r})"}
     n = len(request)
     try:
         # fsum: no rounding drift however long the list.
@@ -68,6 +81,21 @@ def error_reply(reason: str) -> bytes:
     return json.dumps({"error": reason}).encode("utf-8")
 
 
+def answer(payload: bytes) -> Tuple[Any, Dict[str, Any]]:
+    """(request, reply) for one request frame's payload.  The reply is always
+    one that can be sent: an error reply names what was wrong (bad JSON, NaN,
+    nesting deeper than JSON_MAX_DEPTH, a non-number, a number too large)."""
+    try:
+        request = _decode(payload, "json", False)
+    except ValueError as exc:  # includes UnicodeDecodeError
+        return None, {"error": f"not JSON: {exc}"}
+    try:
+        return request, compute(request)
+    except Exception as exc:  # a bug of ours: the client still gets an answer
+        log.exception("compute() failed")
+        return request, {"error": f"the server could not average this ({type(exc).__name__})"}
+
+
 def handle(
     conn: Connection, address: Tuple[Any, ...], *, report: Optional[Report] = None
 ) -> None:
@@ -78,7 +106,7 @@ def handle(
     """
     while True:
         try:
-            request = read_object(conn, max_size=MAX_REQUEST)
+            payload = read_bytes(conn, max_size=MAX_REQUEST)
         except ConnectionClosed as exc:
             if exc.expected is None:
                 return  # hung up between requests: the normal end
@@ -88,11 +116,7 @@ def handle(
             # sync, so say why and hang up.
             send_object(conn, {"error": f"bad frame: {exc}"})
             return
-        except ValueError as exc:
-            # A whole frame that is not JSON: the stream is still in sync.
-            send_object(conn, {"error": f"not JSON: {exc}"})
-            continue
-        reply = compute(request)
+        request, reply = answer(payload)
         if report is not None:
             report(address, request, reply)
         send_object(conn, reply)
@@ -103,7 +127,7 @@ async def handle_async(stream: Any, *, report: Optional[Report] = None) -> None:
     a FrameStream (its server's max_size should be MAX_REQUEST)."""
     while True:
         try:
-            request = await stream.read_object()
+            payload = await stream.read_bytes()
         except ConnectionClosed as exc:
             if exc.expected is None:
                 return
@@ -111,10 +135,7 @@ async def handle_async(stream: Any, *, report: Optional[Report] = None) -> None:
         except FrameError as exc:
             await stream.send_object({"error": f"bad frame: {exc}"})
             return
-        except ValueError as exc:
-            await stream.send_object({"error": f"not JSON: {exc}"})
-            continue
-        reply = compute(request)
+        request, reply = answer(payload)
         if report is not None:
             report(stream.peername, request, reply)
         await stream.send_object(reply)

@@ -7,6 +7,7 @@ The C type does the I/O; this subclass adds what is easier said in Python
 from typing import Any, Optional
 
 from . import _tcpframe
+from .objects import JSON_MAX_DEPTH
 from .objects import read_object as _read_object
 from .objects import send_object as _send_object
 
@@ -33,10 +34,13 @@ class Connection(_tcpframe.Connection):
         _send_object(self, obj, codec=codec)
 
     def read_object(
-        self, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False
+        self, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False,
+        max_depth: int = JSON_MAX_DEPTH,
     ) -> Any:
-        """read_object(*, codec="json", max_size=None, trusted=False): see tcpframe.read_object."""
-        return _read_object(self, codec=codec, max_size=max_size, trusted=trusted)
+        """read_object(*, codec="json", max_size=None, trusted=False, max_depth=100):
+        see tcpframe.read_object."""
+        return _read_object(self, codec=codec, max_size=max_size, trusted=trusted,
+                            max_depth=max_depth)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self.fileno()}, buffered={self.buffered}"

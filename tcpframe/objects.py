@@ -10,7 +10,9 @@ that is whoever connects.  So ``codec="pickle"`` unpickles through
 """
 
 import json
+import math
 import pickle
+import re
 from typing import Any, Optional
 
 from ._tcpframe import read_bytes, send_bytes
@@ -20,12 +22,62 @@ __all__ = ["send_object", "read_object", "SafeUnpickler", "UnsafePickle", "CODEC
 
 CODECS = ("json", "pickle")
 
+# The deepest nesting of lists and objects read_object accepts in JSON.
+# Python's json parser recurses, so without a bound a frame of 1,000 "["
+# would raise RecursionError (or, with a raised recursion limit, crash).
+JSON_MAX_DEPTH = 100
+
+# A JSON string (escapes included) or a bracket: strings are skipped whole,
+# so brackets inside them do not count.
+_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _check_json_depth(text: str, max_depth: int) -> None:
+    depth = 0
+    for match in _JSON_STRUCTURE.finditer(text):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+            if depth > max_depth:
+                raise ValueError(
+                    f"JSON nested more than max_depth={max_depth} levels deep; refused "
+                    "before parsing (pass a larger max_depth to read_object if you "
+                    "trust such data)")
+        elif token in "]}":
+            depth -= 1
+
+
+def _refuse_constant(name: str) -> Any:
+    # Python's json reads NaN, Infinity and -Infinity; JSON has no such numbers.
+    raise ValueError(f"{name} is not a JSON number (JSON has no NaN or infinities)")
+
+
+def _has_non_finite(obj: Any) -> bool:
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float):
+            if not math.isfinite(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return False
+
 
 def _encode(obj: Any, codec: str) -> bytes:
     if codec == "json":
         try:
             return json.dumps(obj, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except (TypeError, ValueError) as exc:
+        except ValueError as exc:
+            if _has_non_finite(obj):
+                raise ValueError(
+                    "send_object(codec='json') cannot send NaN or infinity: JSON has no "
+                    "such numbers; check for them first (math.isfinite), or use "
+                    "codec='pickle'") from None
+            raise ValueError(f"send_object(codec='json') cannot send this: {exc}") from exc
+        except (TypeError, RecursionError) as exc:
             raise TypeError(
                 f"send_object(codec='json') cannot send {type(obj).__name__}: {exc}; "
                 "send lists, dicts, str, int, float, bool and None (or use "
@@ -41,9 +93,11 @@ def _encode(obj: Any, codec: str) -> bytes:
     raise ValueError(f"unknown codec {codec!r}: choose one of {CODECS}")
 
 
-def _decode(payload: bytes, codec: str, trusted: bool) -> Any:
+def _decode(payload: bytes, codec: str, trusted: bool, max_depth: int = JSON_MAX_DEPTH) -> Any:
     if codec == "json":
-        return json.loads(payload.decode("utf-8"))
+        text = payload.decode("utf-8")
+        _check_json_depth(text, max_depth)
+        return json.loads(text, parse_constant=_refuse_constant)
     if trusted:
         return pickle.loads(payload)
     return safe_loads(payload)
@@ -53,22 +107,26 @@ def send_object(sock: Any, obj: Any, /, *, codec: str = "json") -> None:
     """send_object(sock, obj, /, *, codec="json")
 
     Serialise obj and send it as one frame.  Raises TypeError (before
-    anything is sent) when obj cannot be serialised with that codec.
+    anything is sent) when obj cannot be serialised with that codec, and
+    ValueError for NaN or an infinity in JSON (JSON has no such numbers).
     """
     send_bytes(sock, _encode(obj, codec))
 
 
 def read_object(
-    sock: Any, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False
+    sock: Any, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False,
+    max_depth: int = JSON_MAX_DEPTH,
 ) -> Any:
-    """read_object(sock, /, *, codec="json", max_size=None, trusted=False)
+    """read_object(sock, /, *, codec="json", max_size=None, trusted=False,
+    max_depth=100)
 
     Receive one frame and deserialise it.  max_size=None means MAX_SIZE, or
-    a Connection's own max_size.  A JSON frame that is not valid
-    UTF-8 JSON raises ValueError; the frame was consumed, so the stream is
-    still in sync.  With codec="pickle", only plain data is rebuilt unless
-    trusted=True; anything else raises UnsafePickle and runs nothing.
+    a Connection's own max_size.  A JSON frame that is not valid UTF-8 JSON,
+    holds NaN or Infinity (not JSON), or nests deeper than max_depth raises
+    ValueError; the frame was consumed, so the stream is still in sync.
+    With codec="pickle", only plain data is rebuilt unless trusted=True;
+    anything else raises UnsafePickle and runs nothing.
     """
     if codec not in CODECS:
         raise ValueError(f"unknown codec {codec!r}: choose one of {CODECS}")
-    return _decode(read_bytes(sock, max_size=max_size), codec, trusted)
+    return _decode(read_bytes(sock, max_size=max_size), codec, trusted, max_depth)

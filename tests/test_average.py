@@ -77,3 +77,60 @@ def test_refused_connection():
         port = probe.getsockname()[1]
     with pytest.raises(ConnectionRefusedError):
         avg.average([1], "127.0.0.1", port)
+
+
+HOSTILE_REQUESTS = [
+    (b"[1e999]", "too large for a float"),
+    (b"[1, -1e999]", "too large for a float"),
+    (b"[NaN]", "not a JSON number"),
+    (b"[Infinity, -Infinity]", "not a JSON number"),
+    (b"[" * 1000 + b"]" * 1000, "max_depth"),
+    (b"[" + b"9" * 5000 + b"]", "digits"),
+    (b"\xff\xfe", "not JSON"),
+    (b'{"numbers": [1]}', "expected a list"),
+    (b'[1, "2"]', "not a number"),
+    (b"[1" + b"0" * 400 + b"]", "too large to average"),
+]
+
+
+@pytest.mark.parametrize("serve", ["threaded", "asyncio"])
+def test_every_bad_request_gets_a_reply_and_the_client_stays_served(serve):
+    """The service answers every request, naming the problem, and goes on
+    serving the same connection (the issue's [1e999], [NaN], nesting...)."""
+    import asyncio
+    import threading
+
+    import tcpframe.aio
+
+    def ask_all(address):
+        with socket.create_connection(address, timeout=10) as sock:
+            for payload, words in HOSTILE_REQUESTS:
+                tcpframe.send_bytes(sock, payload)
+                reply = tcpframe.read_object(sock)
+                assert words in reply["error"], (payload[:20], reply)
+            tcpframe.send_object(sock, [1, 2])
+            assert tcpframe.read_object(sock) == {"average": 1.5}
+
+    if serve == "threaded":
+        with Server(avg.handle) as server:
+            ask_all(server.address)
+        return
+    started, done = threading.Event(), threading.Event()
+    holder = {}
+
+    async def main():
+        async with await tcpframe.aio.start_server(avg.handle_async, "127.0.0.1", 0,
+                                                   max_size=avg.MAX_REQUEST) as server:
+            holder["address"] = server.address
+            started.set()
+            while not done.is_set():
+                await asyncio.sleep(0.01)
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),))
+    thread.start()
+    try:
+        assert started.wait(10)
+        ask_all(holder["address"])
+    finally:
+        done.set()
+        thread.join(10)

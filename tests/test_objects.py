@@ -34,8 +34,12 @@ def test_json_payload_is_what_a_student_can_read(tcp_pair):
 
 def test_not_json_serialisable_raises_before_sending(tcp_pair):
     client, server = tcp_pair
-    for bad in [{1, 2}, object(), float("nan"), b"bytes"]:
+    for bad in [{1, 2}, object(), b"bytes"]:
         with pytest.raises(TypeError, match=r"codec='json'\) cannot send"):
+            tcpframe.send_object(client, bad)
+    # JSON has no NaN or infinities: a ValueError that says so, however deep.
+    for bad in [float("nan"), [1, float("inf")], {"x": [-float("inf")]}]:
+        with pytest.raises(ValueError, match="NaN or infinity"):
             tcpframe.send_object(client, bad)
     server.setblocking(False)
     with pytest.raises(BlockingIOError):
@@ -144,5 +148,25 @@ def test_unsafe_pickle_error_pickles():
 def test_deep_nesting_is_bounded(tcp_pair):
     client, server = tcp_pair
     tcpframe.send_bytes(client, b"[" * 100000 + b"]" * 100000)
-    with pytest.raises(RecursionError):
+    with pytest.raises(ValueError, match="max_depth=100"):
         tcpframe.read_object(server)
+    # The limit is the documented one, and can be raised; brackets inside
+    # strings do not count.
+    deep = b"[" * 100 + b'"[[[[\\"[["' + b"]" * 100
+    tcpframe.send_bytes(client, deep)
+    value = tcpframe.read_object(server)
+    for _ in range(100):
+        value = value[0] if isinstance(value, list) else value
+    assert value == '[[[["[['
+    tcpframe.send_bytes(client, b"[" * 150 + b"]" * 150)
+    assert tcpframe.read_object(server, max_depth=200) is not None
+
+
+def test_json_without_nan_or_infinity(tcp_pair):
+    client, server = tcp_pair
+    for text in (b"[NaN]", b"Infinity", b'{"a": -Infinity}'):
+        tcpframe.send_bytes(client, text)
+        with pytest.raises(ValueError, match="not a JSON number"):
+            tcpframe.read_object(server)
+    tcpframe.send_bytes(client, b"[1]")      # still in sync
+    assert tcpframe.read_object(server) == [1]
