@@ -7,6 +7,10 @@ interleave the implementations so that a noisy moment hits them all alike;
 each figure is the median over rounds.  The C reference (c_reference.c,
 compiled here) is the machine's physical line for the same framing without
 read-ahead: one writev() per frame, recv() loops for header and payload.
+
+A second section (aio_rows.py) runs tcpframe.aio against asyncio streams
+with both ends on one event loop in one process: asyncio's, and uvloop's
+when it is installed.
 """
 
 import json
@@ -146,14 +150,21 @@ def applies(impl: str, w: Workload, zmq_ok: bool) -> bool:
     return True
 
 
-def run(quick: bool = False, rounds: Optional[int] = None, log=print) -> dict:
+SECTIONS = ("sockets", "aio")
+
+
+def run(quick: bool = False, rounds: Optional[int] = None, log=print,
+        sections=SECTIONS) -> dict:
+    """Every section by default; sections=("aio",) for the asyncio rows only
+    (then the report's workloads are empty)."""
     rounds = rounds or (1 if quick else 5)
     zmq_ok = have_zmq()
     results: Dict[str, Dict[str, List[float]]] = {}
     started = time.monotonic()
+    workloads = WORKLOADS if "sockets" in sections else []
     with tempfile.TemporaryDirectory() as workdir:
-        reference = build_reference(workdir)
-        for w in WORKLOADS:
+        reference = build_reference(workdir) if workloads else ""
+        for w in workloads:
             count = w.quick if quick else w.count
             rows = results.setdefault(w.label, {})
             for r in range(rounds):
@@ -166,16 +177,21 @@ def run(quick: bool = False, rounds: Optional[int] = None, log=print) -> dict:
                     value = figure(w, run_pair(impl, w, n, reference), n)
                     rows.setdefault(impl, []).append(value)
             log(f"  {w.label}: done ({time.monotonic() - started:.0f}s)")
-    return {
+    report = {
         "machine": machine(),
         "quick": quick,
         "rounds": rounds,
         "workloads": [
             {"label": w.label, "mode": w.mode, "size": w.size, "unit": unit(w),
              "medians": {impl: statistics.median(v) for impl, v in results[w.label].items()}}
-            for w in WORKLOADS
+            for w in workloads
         ],
     }
+    if "aio" in sections:
+        from . import aio_rows
+
+        report["aio"] = aio_rows.run(quick=quick, rounds=rounds, log=log)
+    return report
 
 
 def machine() -> str:
@@ -199,11 +215,12 @@ def ratio(value: float, ref: Optional[float]) -> str:
 
 
 def table(report: dict) -> str:
-    lines = [f"machine: {report['machine']}",
-             f"medians of {report['rounds']} interleaved round(s), server and client each "
-             "pinned to its own CPU;",
-             "x C = time ratio for round trips (lower is better), rate ratio for streams "
-             "(higher is better)", ""]
+    lines = [f"machine: {report['machine']}", ""]
+    if report["workloads"]:
+        lines[1:] = [f"one process per side: medians of {report['rounds']} interleaved "
+                     "round(s), server and client each pinned to its own CPU;",
+                     "x C = time ratio for round trips (lower is better), rate ratio for "
+                     "streams (higher is better)", ""]
     for w in report["workloads"]:
         medians = w["medians"]
         ref = medians.get("c")
@@ -214,6 +231,10 @@ def table(report: dict) -> str:
                 shown = f"{value:,.0f}" if value >= 1000 else f"{value:,.2f}"
                 lines.append(f"  {DESCRIPTIONS[impl]:<50} {shown:>14}  {ratio(value, ref):>8}")
         lines.append("")
+    if report.get("aio"):
+        from . import aio_rows
+
+        lines.append(aio_rows.table(report["aio"]))
     return "\n".join(lines)
 
 
@@ -223,10 +244,38 @@ def plot(report: dict, path: str) -> None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install 'tcpframe[bench]'") from None
+    from . import aio_rows
+
     rows = [w for w in report["workloads"] if w["mode"] != "rss"]
-    fig, axes = plt.subplots(len(rows), 1, figsize=(9, 2.1 * len(rows)))
+    aio = report.get("aio", {}).get("workloads", [])
+    panels = len(rows) + len(aio)
+    fig, axes = plt.subplots(panels, 1, figsize=(9, 2.1 * panels), squeeze=False)
+    axes = list(axes[:, 0])
+    for ax, w in zip(axes[len(rows):], aio):
+        # asyncio rows: times as fast as asyncio streams on the same loop.
+        names, speed, colors = [], [], []
+        for loop_name, medians in w["medians"].items():
+            for impl in aio_rows.IMPLS:
+                if impl in medians:
+                    x = aio_rows.speedup(w["mode"], medians[impl], medians.get(aio_rows.BASELINE))
+                    names.append(f"{loop_name}: {impl}")
+                    speed.append(x or 0.0)
+                    colors.append("#1f77b4" if impl.startswith("aio") else "#bbbbbb")
+        ax.barh(names, speed, color=colors)
+        ax.set_xscale("log")
+        # Bars on a log axis start at its left edge: keep 1x well inside.
+        shown = [x for x in speed if x > 0] or [1.0]
+        ax.set_xlim(min(0.5, min(shown) / 1.5), max(2.0, max(shown) * 1.5))
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}x"))
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_title(f"asyncio, one loop: {w['label']}: speed relative to asyncio streams "
+                     "(higher is better)", fontsize=9)
+        ax.invert_yaxis()
+        ax.tick_params(labelsize=8)
     for ax, w in zip(axes, rows):
         medians = w["medians"]
         ref = medians["c"]
@@ -255,15 +304,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, help="interleaved rounds (default 5, quick 1)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--plot", metavar="FILE", help="also draw a PNG chart (needs matplotlib)")
+    parser.add_argument("--only", choices=SECTIONS,
+                        help="one section: sockets (one process per side) or aio (asyncio rows)")
     args = parser.parse_args(argv)
-    return report_main(args.quick, args.rounds, args.json, args.plot)
+    sections = (args.only,) if args.only else SECTIONS
+    return report_main(args.quick, args.rounds, args.json, args.plot, sections=sections)
 
 
 def report_main(quick: bool, rounds: Optional[int], json_path: Optional[str],
-                plot_path: Optional[str]) -> int:
-    print(f"running {'quick ' if quick else ''}benchmark (one process per side, loopback)...",
-          flush=True)
-    report = run(quick=quick, rounds=rounds, log=lambda m: print(m, flush=True))
+                plot_path: Optional[str], sections=SECTIONS) -> int:
+    print(f"running {'quick ' if quick else ''}benchmark (loopback)...", flush=True)
+    report = run(quick=quick, rounds=rounds, log=lambda m: print(m, flush=True),
+                 sections=sections)
     print()
     print(table(report))
     if json_path:
