@@ -494,6 +494,37 @@ import_attr(PyObject **slot, const char *module_name, const char *attr)
     return *slot == NULL ? -1 : 0;
 }
 
+/* CPython's own socket.socket, found among _socket.socket's subclasses: the
+ * module attribute may be another class (gevent's monkey.patch_all() puts
+ * its cooperative socket there, before or after we are imported).  Only an
+ * object of exactly this class has its file descriptor driven by the C
+ * core; every other class -- gevent's included -- goes through its own
+ * methods, so a cooperative socket never blocks its event loop. */
+static PyObject *
+real_socket_type(PyObject *base, PyObject *fallback)
+{
+    PyObject *subclasses = PyObject_CallMethod(base, "__subclasses__", NULL);
+    if (subclasses == NULL) {
+        return NULL;
+    }
+    PyObject *found = NULL;
+    for (Py_ssize_t i = 0; found == NULL && i < PyList_GET_SIZE(subclasses); i++) {
+        PyObject *cls = PyList_GET_ITEM(subclasses, i);
+        PyObject *where = PyObject_GetAttrString(cls, "__module__");
+        if (where == NULL) {
+            Py_DECREF(subclasses);
+            return NULL;
+        }
+        if (PyUnicode_Check(where) && PyUnicode_CompareWithASCIIString(where, "socket") == 0 &&
+            strcmp(((PyTypeObject *)cls)->tp_name, "socket") == 0) {
+            found = Py_NewRef(cls);
+        }
+        Py_DECREF(where);
+    }
+    Py_DECREF(subclasses);
+    return found != NULL ? found : Py_NewRef(fallback);
+}
+
 static int
 module_exec(PyObject *module)
 {
@@ -511,6 +542,11 @@ module_exec(PyObject *module)
         PyErr_SetString(PyExc_TypeError, "socket.socket is not a type");
         return -1;
     }
+    PyObject *real = real_socket_type(st->socket_kind, st->socket_type);
+    if (real == NULL) {
+        return -1;
+    }
+    Py_SETREF(st->socket_type, real);
     /* _socket.socket's `type` member: the kind (SOCK_STREAM...) without the
      * Python property that socket.socket puts over it. */
     PyObject *kind = PyDict_GetItemString(((PyTypeObject *)st->socket_kind)->tp_dict, "type");
