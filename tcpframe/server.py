@@ -30,12 +30,15 @@ import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .connection import Connection
+from ._ratelog import RateLimitedLog
 from ._tcpframe import MAX_SIZE
 from .errors import ConnectionClosed, FrameError, TransferTimeout
 
 __all__ = ["Server", "Handler"]
 
 log = logging.getLogger("tcpframe.server")
+# What bad clients did, at most 10 lines of each kind per 10 s.
+client_log = RateLimitedLog(log)
 
 Handler = Callable[[Connection, Tuple[Any, ...]], None]
 
@@ -197,7 +200,8 @@ class Server:
                 )
                 self._clients[client] = thread
         if full:
-            log.warning("%s refused: already serving max_clients=%d", address, self._max_clients)
+            client_log.log(logging.WARNING, "refused", "%s refused: already serving max_clients=%d",
+                           address, self._max_clients)
             client.close()
             return
         thread.start()
@@ -209,16 +213,20 @@ class Server:
             if exc.expected is None:
                 log.debug("%s closed the connection", address)
             else:
-                log.info("%s disconnected mid-message: %s", address, exc)
+                client_log.log(logging.INFO, "disconnected mid-message",
+                               "%s disconnected mid-message: %s", address, exc)
         except FrameError as exc:
-            log.warning("%s sent a bad frame, closing it: %s", address, exc)
+            client_log.log(logging.WARNING, "bad frame",
+                           "%s sent a bad frame, closing it: %s", address, exc)
         except TransferTimeout as exc:
-            log.info("%s too slow, closing it: %s", address, exc)
+            client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", address, exc)
         except OSError as exc:
             if not self._stopping.is_set():
-                log.info("%s connection error: %s", address, exc)
+                client_log.log(logging.INFO, "connection error",
+                               "%s connection error: %s", address, exc)
         except Exception:
-            log.exception("handler failed for %s; closing that client", address)
+            client_log.log(logging.ERROR, "handler failed",
+                           "handler failed for %s; closing that client", address, exc_info=True)
         finally:
             with self._lock:
                 self._clients.pop(conn, None)
