@@ -559,6 +559,13 @@ module_exec(PyObject *module)
     st->DecoderType = PyType_FromModuleAndSpec(module, &decoder_spec, NULL);
     st->ReceiverType = PyType_FromModuleAndSpec(module, &receiver_spec, NULL);
     st->WindowType = PyType_FromModuleAndSpec(module, &window_spec, NULL);
+#if PY_VERSION_HEX < 0x030A0000
+    /* What Py_TPFLAGS_DISALLOW_INSTANTIATION (3.10+) does: only
+     * Receiver.get_buffer() makes windows. */
+    if (st->WindowType != NULL) {
+        ((PyTypeObject *)st->WindowType)->tp_new = NULL;
+    }
+#endif
     if (st->ConnectionType == NULL || st->DecoderType == NULL || st->ReceiverType == NULL ||
         st->WindowType == NULL ||
         PyModule_AddType(module, (PyTypeObject *)st->ConnectionType) < 0 ||

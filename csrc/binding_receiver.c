@@ -33,8 +33,12 @@
 /* Frames with a payload this large or larger are received straight into
  * their own bytes object; smaller ones go through the decoder's buffer. */
 #define DIRECT_MIN ((size_t)64 * 1024)
-/* Room offered to each recv_into() for small frames: many per system call. */
+/* Room offered to each recv_into() for small frames: many per system call
+ * while the peer keeps filling it; a connection whose last read was short
+ * (idle, trickling, request/response) is offered SMALL_WINDOW, so it holds a
+ * small buffer rather than 64 KiB. */
 #define WINDOW ((size_t)64 * 1024)
+#define SMALL_WINDOW ((size_t)4 * 1024)
 
 typedef struct {
     PyObject *frame;
@@ -63,6 +67,7 @@ typedef struct {
     int failed;              /* the decoder stopped at a bad or oversized header */
     int lost;                /* memory ran out mid-frame: the stream is unusable */
     int free_when_released;  /* drained after a short read, but still exported */
+    int last_filled;         /* the last read filled its window: offer WINDOW */
 } Receiver;
 
 typedef struct {
@@ -256,7 +261,11 @@ static PyType_Slot window_slots[] = {
 PyType_Spec window_spec = {
     .name = "tcpframe._tcpframe.ReceiveWindow",
     .basicsize = sizeof(Window),
+#ifdef Py_TPFLAGS_DISALLOW_INSTANTIATION
     .flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+#else
+    .flags = Py_TPFLAGS_DEFAULT,   /* tp_new is cleared in module_exec instead */
+#endif
     .slots = window_slots,
 };
 
@@ -433,11 +442,12 @@ prepare_window(Receiver *r)
         r->win_owner = Py_NewRef(r->big);
         return 0;
     }
-    /* WINDOW of room, not what the frame needs: a frame this path takes is
-     * under DIRECT_MIN, so at most one more read finishes it, and a large
-     * header left here (its direct start failed) cannot reserve its length. */
+    /* A window's worth of room, not what the frame needs: a frame this path
+     * takes is under DIRECT_MIN, so a few reads finish it, and a large header
+     * left here (its direct start failed) cannot reserve its length. */
     size_t avail;
-    unsigned char *at = tf_decoder_reserve(&r->dec, WINDOW, &avail);
+    unsigned char *at = tf_decoder_reserve(&r->dec, r->last_filled ? WINDOW : SMALL_WINDOW,
+                                           &avail);
     if (at == NULL) {
         PyErr_NoMemory();
         return -1;
@@ -479,6 +489,7 @@ commit(Receiver *r, Py_ssize_t n)
         return -1;
     }
     int into_big = r->win_owner != NULL;
+    r->last_filled = n == r->win_len;
     forget_window(r);
     if (n == 0) {
         return 0;

@@ -37,8 +37,6 @@ from .errors import ConnectionClosed, FrameError, TransferTimeout
 __all__ = ["Server", "Handler"]
 
 log = logging.getLogger("tcpframe.server")
-# What bad clients did, at most 10 lines of each kind per 10 s.
-client_log = RateLimitedLog(log)
 
 Handler = Callable[[Connection, Tuple[Any, ...]], None]
 
@@ -107,6 +105,8 @@ class Server:
         self._stopped = threading.Event()
         self._thread: Optional[threading.Thread] = None
         self._serving = False
+        # What bad clients did: at most 10 lines of each kind per 10 s.
+        self._client_log = RateLimitedLog(log)
 
     @property
     def address(self) -> Tuple[Any, ...]:
@@ -200,7 +200,7 @@ class Server:
                 )
                 self._clients[client] = thread
         if full:
-            client_log.log(logging.WARNING, "refused", "%s refused: already serving max_clients=%d",
+            self._client_log.log(logging.WARNING, "refused", "%s refused: already serving max_clients=%d",
                            address, self._max_clients)
             client.close()
             return
@@ -213,19 +213,19 @@ class Server:
             if exc.expected is None:
                 log.debug("%s closed the connection", address)
             else:
-                client_log.log(logging.INFO, "disconnected mid-message",
+                self._client_log.log(logging.INFO, "disconnected mid-message",
                                "%s disconnected mid-message: %s", address, exc)
         except FrameError as exc:
-            client_log.log(logging.WARNING, "bad frame",
+            self._client_log.log(logging.WARNING, "bad frame",
                            "%s sent a bad frame, closing it: %s", address, exc)
         except TransferTimeout as exc:
-            client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", address, exc)
+            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", address, exc)
         except OSError as exc:
             if not self._stopping.is_set():
-                client_log.log(logging.INFO, "connection error",
+                self._client_log.log(logging.INFO, "connection error",
                                "%s connection error: %s", address, exc)
         except Exception:
-            client_log.log(logging.ERROR, "handler failed",
+            self._client_log.log(logging.ERROR, "handler failed",
                            "handler failed for %s; closing that client", address, exc_info=True)
         finally:
             with self._lock:

@@ -5,9 +5,11 @@ import asyncio
 import collections
 import logging
 import socket
+import struct
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from .._tcpframe import MAX_SIZE
+from .._ratelog import RateLimitedLog
+from .._tcpframe import MAX_SIZE, encode_frame
 from ..errors import ConnectionClosed, FrameError, TransferTimeout
 from .stream import LINGER_SECONDS, Handler, _Protocol
 
@@ -30,6 +32,11 @@ DEFAULT_MAX_CONNECTIONS = 4096
 DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
 DEFAULT_MAX_BUFFERED = 1 << 20         # bytes received, not yet read, per client
 
+# Under attack a server may shed thousands of connections a second: a warning
+# for each would flood the log (and a slow stderr would stall the loop), so
+# one warning at most this often says how many; each is logged at INFO.
+_SHED_WARNING_EVERY = 10.0
+
 
 def _raise_open_files_limit() -> None:
     """Let the process have as many sockets as its hard limit allows."""
@@ -39,12 +46,29 @@ def _raise_open_files_limit() -> None:
         return
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard
         if hard == resource.RLIM_INFINITY:
-            hard = max(soft, 1 << 20) if soft != resource.RLIM_INFINITY else soft
-        if soft != resource.RLIM_INFINITY and soft < hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            # No soft limit may be infinite (Linux caps it at fs.nr_open,
+            # 1 << 20 by default).  The hard limit is left as it is: lowering
+            # it could never be undone.
+            target = 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     except (ValueError, OSError) as exc:
         log.info("could not raise the open-files limit: %s", exc)
+
+
+def _reset(protocol: _Protocol) -> None:
+    """Close with RST (SO_LINGER 0): the kernel drops what is still unsent."""
+    transport = protocol._transport
+    if transport is None or protocol._lost:
+        return
+    sock = transport.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except (AttributeError, OSError) as exc:
+        log.debug("could not set SO_LINGER on %s: %s", protocol.peer, exc)
+    transport.abort()
 
 
 def _budget(name: str, value: Any, integer: bool) -> Any:
@@ -87,10 +111,17 @@ class FrameServer:
         # Every live connection, the one with the oldest progress first.
         self._clients: "collections.OrderedDict[_Protocol, None]" = collections.OrderedDict()
         self._peers: Dict[Any, "collections.OrderedDict[_Protocol, None]"] = {}
+        # Closed by a budget (or refused) and no longer counted, but still
+        # lingering until the peer is done: wait_closed() ends them too.
+        self._ending: "set[_Protocol]" = set()
         self._tasks: "set[asyncio.Task]" = set()
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self._closing = False
         self.shed_count = 0
+        # What bad clients did: at most 10 lines of each kind per 10 s.
+        self._client_log = RateLimitedLog(log)
+        self._unwarned_sheds = 0
+        self._next_shed_warning = 0.0
 
     # -- asyncio.Server's face ---------------------------------------------------
 
@@ -138,6 +169,13 @@ class FrameServer:
 
     async def wait_closed(self) -> None:
         """Wait until every handler has returned (after close())."""
+        # Connections accepted just before close() may not have reached
+        # _admit yet (the loop calls connection_made soon after it makes the
+        # transport): a few turns of the loop bring them there, and _admit
+        # closes them at once.  Left to a loop that ends now, their sockets
+        # would be closed by no one.
+        for _ in range(3):
+            await asyncio.sleep(0)
         if self._server is not None:
             await self._server.wait_closed()
         if self._tasks:
@@ -148,9 +186,14 @@ class FrameServer:
                 task.cancel()
         while self._tasks:
             await asyncio.wait(list(self._tasks))
-        # Connections closing gracefully (lingering) are aborted now.
-        for protocol in list(self._clients):
+        # Connections closing gracefully (lingering) are aborted now, and
+        # their connection_lost given a turn of the loop, so that none is
+        # left to a closed loop.
+        lingering = list(self._clients) + list(self._ending)
+        for protocol in lingering:
             protocol._abort()
+        if lingering:
+            await asyncio.sleep(0)
 
     async def __aenter__(self) -> "FrameServer":
         return self
@@ -166,13 +209,18 @@ class FrameServer:
 
     def _admit(self, protocol: _Protocol) -> None:
         if self._closing:
+            # Accepted just as the server closed (wait_closed() may be over):
+            # no loop may be left to end a linger, so close at once.
+            self._ending.add(protocol)
             protocol._close("the server is shutting down")
+            protocol._abort()
             return
         protocol._max_buffered = self.max_buffered
         peer_key = protocol.peer[0] if isinstance(protocol.peer, tuple) else protocol.peer
-        mine = self._peers.get(peer_key, {})
-        if self.max_connections_per_peer is not None and len(mine) >= self.max_connections_per_peer:
-            self._shed_one(mine, protocol, f"too many connections from {peer_key} "  # type: ignore[arg-type]
+        mine = self._peers.get(peer_key)
+        if (self.max_connections_per_peer is not None and mine is not None
+                and len(mine) >= self.max_connections_per_peer):
+            self._shed_one(mine, protocol, f"too many connections from {peer_key} "
                            f"(max_connections_per_peer={self.max_connections_per_peer})")
         if self.max_connections is not None and len(self._clients) >= self.max_connections:
             self._shed_one(self._clients, protocol,
@@ -180,7 +228,8 @@ class FrameServer:
         if protocol._closed_why is not None:
             return
         self._clients[protocol] = None
-        # Looked up again: shedding may have emptied and removed this peer's pool.
+        # Looked up again: shedding may have emptied and removed this peer's
+        # pool, and a pool outside _peers would count for nobody.
         mine = self._peers.get(peer_key)
         if mine is None:
             mine = self._peers[peer_key] = collections.OrderedDict()
@@ -207,21 +256,45 @@ class FrameServer:
         if victim is None:
             victim = next(iter(pool), None)
         self.shed_count += 1
+        self._warn_shed(why)
         if victim is None:
-            log.warning("%s refused: %s", newcomer.peer, why)
+            log.info("%s refused: %s", newcomer.peer, why)
+            self._ending.add(newcomer)
             newcomer._close(f"refused: {why}", self._reply_for(f"refused: {why}"))
             return
-        log.warning("%s shed to make room for %s: %s", victim.peer, newcomer.peer, why)
-        self._forget(victim)
-        victim._close(f"shed: {why}", self._reply_for(f"closed to make room: {why}"))
+        log.info("%s shed to make room for %s: %s", victim.peer, newcomer.peer, why)
+        self._end(victim, f"shed: {why}", f"closed to make room: {why}")
+
+    def _end(self, protocol: _Protocol, why: str, reply_why: str) -> None:
+        """Close a connection for a budget: it no longer counts at once."""
+        self._forget(protocol)
+        self._ending.add(protocol)
+        protocol._close(why, self._reply_for(reply_why))
+        if protocol._write_paused:
+            # It is not reading what we send: lingering, or even a plain
+            # close, would leave our unsent replies to the kernel, trickling
+            # out (and holding its memory) long after.  Reset instead.
+            _reset(protocol)
+
+    def _warn_shed(self, why: str) -> None:
+        self._unwarned_sheds += 1
+        now = self._loop.time()
+        if now >= self._next_shed_warning:
+            log.warning("shed %d connection(s) to make room since the last such warning; "
+                        "the latest because %s", self._unwarned_sheds, why)
+            self._unwarned_sheds = 0
+            self._next_shed_warning = now + _SHED_WARNING_EVERY
 
     def _reply_for(self, why: str) -> Optional[bytes]:
+        """shed_reply(why), checked here: a bad one must not stop the close."""
         if self._shed_reply is None:
             return None
         try:
-            return self._shed_reply(why)
+            reply = self._shed_reply(why)
+            encode_frame(reply)   # bytes-like, within MAX_SIZE: else say so here
+            return reply
         except Exception:
-            log.exception("shed_reply failed")
+            log.exception("shed_reply failed; closing without a reply")
             return None
 
     def _touch(self, protocol: _Protocol) -> None:
@@ -229,9 +302,15 @@ class FrameServer:
         clients = self._clients
         if protocol in clients:
             clients.move_to_end(protocol)
-            self._peers[protocol._peer_key].move_to_end(protocol)
+            mine = self._peers.get(protocol._peer_key)
+            if mine is not None:
+                mine.move_to_end(protocol)
 
     def _forget(self, protocol: _Protocol) -> None:
+        # Called by _end() (still connected: it joins _ending after) and by
+        # connection_lost() (gone: it leaves _ending too).
+        if protocol._lost:
+            self._ending.discard(protocol)
         if protocol in self._clients:
             del self._clients[protocol]
             key = protocol._peer_key
@@ -250,18 +329,23 @@ class FrameServer:
             if exc.expected is None:
                 log.debug("%s closed: %s", peer, exc)
             else:
-                log.info("%s disconnected mid-message: %s", peer, exc)
+                self._client_log.log(logging.INFO, "disconnected mid-message",
+                                     "%s disconnected mid-message: %s", peer, exc)
         except FrameError as exc:
-            log.warning("%s sent a bad frame, closing it: %s", peer, exc)
+            self._client_log.log(logging.WARNING, "bad frame",
+                                 "%s sent a bad frame, closing it: %s", peer, exc)
         except (TransferTimeout, asyncio.TimeoutError) as exc:
-            log.info("%s too slow, closing it: %s", peer, exc)
+            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", peer, exc)
         except OSError as exc:
-            log.info("%s connection error: %s", peer, exc)
+            self._client_log.log(logging.INFO, "connection error",
+                                 "%s connection error: %s", peer, exc)
         except asyncio.CancelledError:
             if not self._closing:
                 raise
         except Exception:
-            log.exception("handler failed for %s; closing that client", peer)
+            self._client_log.log(logging.ERROR, "handler failed",
+                                 "handler failed for %s; closing that client", peer,
+                                 exc_info=True)
         finally:
             protocol._close("the handler returned")
 
@@ -279,21 +363,23 @@ class FrameServer:
         self._sweeper = None
         if self._closing:
             return
-        now = self._loop.time()
-        shortest = min(t for t in (self.idle_timeout, self.frame_timeout) if t)
-        late = []
-        for protocol in self._clients:
-            if now - protocol._since <= shortest:
-                break
-            why = protocol._overdue(now, self.idle_timeout, self.frame_timeout)
-            if why is not None:
-                late.append((protocol, why))
-        for protocol, why in late:
-            log.info("%s closed: %s", protocol.peer, why)
-            self._forget(protocol)
-            protocol._close(why, self._reply_for(f"closed: {why}"))
-        if self._clients:
-            self._schedule_sweep()
+        try:
+            now = self._loop.time()
+            shortest = min(t for t in (self.idle_timeout, self.frame_timeout) if t)
+            late = []
+            for protocol in self._clients:
+                if now - protocol._since <= shortest:
+                    break
+                why = protocol._overdue(now, self.idle_timeout, self.frame_timeout)
+                if why is not None:
+                    late.append((protocol, why))
+            for protocol, why in late:
+                log.info("%s closed: %s", protocol.peer, why)
+                self._end(protocol, why, f"closed: {why}")
+        finally:
+            # Whatever went wrong above, the budgets must keep being kept.
+            if self._clients and self._sweeper is None and not self._closing:
+                self._schedule_sweep()
 
 
 async def start_server(
@@ -323,20 +409,25 @@ async def start_server(
 
     Budgets (None turns one off):
     idle_timeout: seconds a client may leave the handler waiting between
-        frames before it is closed.
+        frames (or waiting for it to read a reply) before it is closed;
+        a handler busy elsewhere is not waiting on its client.
     frame_timeout: seconds a client has to finish a frame once its first
         byte arrived (slow-loris senders).
     max_connections / max_connections_per_peer (by IP address): at the
         limit a new client is served and the stalest connection (idle or
         slowest, in that pool) is shed to make room.
-    max_buffered: bytes received but not yet read by the handler, per
-        connection; past it the server stops reading from that peer until
-        the handler catches up.
+    max_buffered: bytes received but not yet read by the handler
+        (headers included), per connection; past it, while whole frames
+        wait, the server stops reading from that peer (one receive may
+        overshoot it) until the handler catches up.  A frame larger than
+        it still arrives: max_size and frame_timeout bound that one.
     shed_reply(reason) -> bytes: the payload of a last frame sent to a
         connection closed by a budget, for protocols that have an error
-        reply (the CLI's average service sends {"error": reason}).
+        reply (the CLI's average service sends {"error": reason}).  A
+        client that is not reading is reset instead.
 
-    The process's soft limit of open files is raised to its hard limit.
+    The process's soft limit of open files is raised to its hard limit
+    (the hard limit is left as it is).
     """
     _raise_open_files_limit()
     server = FrameServer(handler, max_size, idle_timeout=idle_timeout,

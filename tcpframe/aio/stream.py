@@ -7,6 +7,7 @@ import asyncio
 import sys
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, List, Optional
 
+from .._tcpframe import HEADER_SIZE as _HEADER_SIZE
 from .._tcpframe import MAX_SIZE, Receiver, encode_frame, encode_frames, encode_header
 from ..errors import ConnectionClosed
 from ..objects import CODECS, _decode, _encode
@@ -61,6 +62,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self._since = 0.0             # connected, or last frame completed
         self._frame_since: Optional[float] = None   # current frame's first bytes
         self._wait_since: Optional[float] = None    # a reader began waiting
+        self._drain_since: Optional[float] = None   # a sender began waiting on the peer
         self.peer: Any = None
         self.stream: Optional["FrameStream"] = None
 
@@ -97,7 +99,7 @@ class _Protocol(asyncio.BufferedProtocol):
             if receiver.failed and self._transport is not None:
                 # Nothing after a bad header is a frame: stop reading.
                 self._transport.pause_reading()
-            elif (self._max_buffered is not None and receiver.buffered > self._max_buffered
+            elif (self._max_buffered is not None and self._unread() > self._max_buffered
                   and not self._read_paused and self._transport is not None):
                 self._read_paused = True
                 self._transport.pause_reading()
@@ -144,7 +146,11 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def _after_pop(self) -> None:
         # Called after frames left the buffer: resume a peer paused by max_buffered.
-        if self._receiver.buffered <= self._max_buffered // 2:  # type: ignore[operator]
+        # With no whole frame left, resume whatever is buffered: the reader
+        # now waits for the frame arriving, which may be larger than
+        # max_buffered (max_size bounds that), and paused it never would.
+        receiver = self._receiver
+        if not receiver.ready or self._unread() <= self._max_buffered // 2:  # type: ignore[operator]
             self._read_paused = False
             if self._server is not None:
                 self._frame_since = self._loop.time() if self._receiver.in_frame else None
@@ -174,8 +180,15 @@ class _Protocol(asyncio.BufferedProtocol):
         if self._closed_why is not None:
             if self._closed_why == "closed":
                 raise ValueError("I/O on a closed FrameStream: it was closed by close()")
+            # Closed mid-frame (frame_timeout, shed while slow): the handler
+            # gets what had arrived, as when the peer hangs up mid-frame.
+            # (expected is None until the header is whole: 8 bytes were due.)
+            receiver = self._receiver
+            partial, expected = b"", None
+            if receiver.in_frame:
+                partial, expected = receiver.partial(), receiver.expected or 8
             raise ConnectionClosed(
-                f"the server closed this connection: {self._closed_why}", b"", None
+                f"the server closed this connection: {self._closed_why}", partial, expected
             )
         if not (self._eof or self._lost):
             return
@@ -186,7 +199,9 @@ class _Protocol(asyncio.BufferedProtocol):
             raise ConnectionClosed(
                 f"the connection was lost ({self._lost_exc})"
                 + (f" after {len(partial)} bytes of a frame" if partial else ""),
-                partial, expected if expected is not None else len(partial) or 8,
+                # Mid-header (or between frames) a header's 8 bytes were due,
+                # as the blocking API reports it: not len(partial).
+                partial, expected if expected is not None else 8,
             ) from self._lost_exc
         if receiver.in_frame:
             partial = receiver.partial()
@@ -239,14 +254,29 @@ class _Protocol(asyncio.BufferedProtocol):
     async def _drain(self) -> None:
         if self._gathered:
             self._flush(again=True)
-        while self._write_paused and not self._lost:
-            waiter = self._loop.create_future()
-            self._drainers.append(waiter)
-            await waiter
+        if self._write_paused and not self._lost and self._drain_since is None:
+            # A peer that does not read our replies leaves the handler
+            # waiting as surely as one that sends nothing: idle_timeout's
+            # business too.
+            self._drain_since = self._loop.time()
+        try:
+            while self._write_paused and not self._lost:
+                waiter = self._loop.create_future()
+                self._drainers.append(waiter)
+                await waiter
+        finally:
+            self._drain_since = None
         if self._lost:
             self._check_writable()
 
     # -- budgets (servers) ----------------------------------------------------
+
+    def _unread(self) -> int:
+        """Bytes received, not yet read, as max_buffered counts them: the
+        receiver's count leaves out whole frames' headers, and a peer sending
+        empty frames would otherwise queue millions of them for free."""
+        receiver = self._receiver
+        return receiver.buffered + _HEADER_SIZE * receiver.ready
 
     def _progress(self, completed: bool) -> None:
         now = self._loop.time()
@@ -262,6 +292,9 @@ class _Protocol(asyncio.BufferedProtocol):
         """Why this connection should be closed now, or None."""
         if self._lingering or self._closed_why is not None:
             return None
+        if (idle_timeout is not None and self._drain_since is not None
+                and now - self._drain_since > idle_timeout):
+            return f"did not read its replies for more than idle_timeout={idle_timeout:g} s"
         receiver = self._receiver
         if receiver.in_frame:
             if (frame_timeout is not None and not self._read_paused
@@ -273,8 +306,10 @@ class _Protocol(asyncio.BufferedProtocol):
         return None
 
     def _sheddable(self) -> bool:
-        """Idle (waited on, nothing arriving) or slow (in a frame): fair to shed."""
-        return self._receiver.in_frame or (self._wait_since is not None and not self._receiver.ready)
+        """Closing already, idle (waited on, nothing arriving) or slow (in a
+        frame, or not reading our replies): fair to shed."""
+        return (self._closed_why is not None or self._receiver.in_frame or self._write_paused
+                or (self._wait_since is not None and not self._receiver.ready))
 
     def _close(self, why: str, reply: Optional[bytes] = None) -> None:
         """Close from our side, telling a reader why; reply (a payload) first."""
@@ -351,6 +386,9 @@ class FrameStream:
         is None between frames), FrameError / FrameTooLarge at a bad header
         (before any of its payload is buffered).  Cancelling it loses nothing.
         """
+        if self._protocol._closed_why == "closed":
+            # As a closed Connection: even a frame already buffered is not read.
+            self._protocol._raise_if_done()
         frame = self._receiver.pop()
         while frame is None:
             await self._protocol._wait()
@@ -365,6 +403,8 @@ class FrameStream:
         Every whole frame already received (at least one: waits for it), in
         order.  Raises as read_bytes() when none can come.
         """
+        if self._protocol._closed_why == "closed":
+            self._protocol._raise_if_done()   # ValueError, as read_bytes()
         frames = self._receiver.pop_all()
         while not frames:
             await self._protocol._wait()
@@ -393,6 +433,8 @@ class FrameStream:
         return self
 
     async def __anext__(self) -> bytes:
+        if self._protocol._closed_why == "closed":
+            self._protocol._raise_if_done()   # ValueError, as read_bytes()
         frame = self._receiver.pop()
         if frame is None:
             try:
@@ -546,7 +588,10 @@ async def open_connection(host: Optional[str] = None, port: Optional[int] = None
     payloads up to max_size.
     """
     loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(lambda: _Protocol(max_size), host, port, **kwargs)
+    # Made before connecting: a bad max_size raises here, where no socket
+    # exists yet (create_connection leaks the connected one if the factory raises).
+    protocol = _Protocol(max_size)
+    await loop.create_connection(lambda: protocol, host, port, **kwargs)
     assert protocol.stream is not None
     return protocol.stream
 
