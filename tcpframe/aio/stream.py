@@ -27,6 +27,7 @@ _DIRECT_SEND = 1 << 16
 # A closing connection waits this long for the peer to read our last frames
 # (an RST would make its kernel drop them), and drains at most this much.
 LINGER_SECONDS = 0.5
+_TOUCH_EVERY = 0.01
 _LINGER_BYTES = 1 << 16
 _SCRATCH = memoryview(bytearray(_LINGER_BYTES))   # where lingering input goes
 
@@ -55,11 +56,14 @@ class _Protocol(asyncio.BufferedProtocol):
         self._write_paused = False
         self._drainers: List[asyncio.Future] = []
         self._gathered: Optional[bytearray] = None   # frames of this step, not yet written
+        self._wrote = False           # a frame went out directly in this step
         self._read_paused = False     # by max_buffered
+        self._owed = 0                # bytes to read (paused) before _after_pop
         self._lingering = False
         self._lingered = 0
         # Budget bookkeeping (servers only), in loop.time() seconds.
         self._since = 0.0             # connected, or last frame completed
+        self._touched = 0.0           # last moved to the end of the server's pool
         self._frame_since: Optional[float] = None   # current frame's first bytes
         self._wait_since: Optional[float] = None    # a reader began waiting
         self._drain_since: Optional[float] = None   # a sender began waiting on the peer
@@ -89,19 +93,33 @@ class _Protocol(asyncio.BufferedProtocol):
             if self._lingered > _LINGER_BYTES and self._transport is not None:
                 self._transport.abort()
             return
+        self._wrote = False           # a new step of the loop
         receiver = self._receiver
-        before = receiver.ready
-        ready = receiver.buffer_updated(nbytes)
         if self._server is not None:
+            before = receiver.ready
+            ready = receiver.buffer_updated(nbytes)
             self._progress(ready > before)
+        else:
+            ready = receiver.buffer_updated(nbytes)
         if ready or receiver.failed:
-            self._wake_readers()
+            woke = False
+            readers = self._readers
+            if readers:
+                self._readers = []
+                for waiter in readers:
+                    if not waiter.done():
+                        waiter.set_result(None)
+                        woke = True
             if receiver.failed and self._transport is not None:
                 # Nothing after a bad header is a frame: stop reading.
                 self._transport.pause_reading()
-            elif (self._max_buffered is not None and self._unread() > self._max_buffered
-                  and not self._read_paused and self._transport is not None):
+            elif (self._max_buffered is not None and not self._read_paused
+                  and (unread := self._unread_after_wake(woke)) > self._max_buffered
+                  and self._transport is not None):
                 self._read_paused = True
+                # Bytes to read before resuming can be due: _after_pop's
+                # exact check is not worth making at every frame.
+                self._owed = unread - self._max_buffered // 2
                 self._transport.pause_reading()
 
     def eof_received(self) -> bool:
@@ -157,23 +175,28 @@ class _Protocol(asyncio.BufferedProtocol):
             if self._transport is not None and not self._lost:
                 self._transport.resume_reading()
 
-    async def _wait(self) -> None:
-        """Wait until a frame, an error, EOF or the end of the connection."""
-        self._raise_if_done()
+    def _waiter(self) -> asyncio.Future:
+        """A future done at a frame, an error, EOF or the end of the
+        connection; the reader awaits it, then calls _unwait() (a plain
+        future, not a coroutine: one frame less at every wake-up)."""
+        if self._eof or self._lost or self._closed_why is not None:
+            self._raise_if_done()
+        self._wrote = False           # what this task sends next is in a later step
         waiter = self._loop.create_future()
         self._readers.append(waiter)
-        if self._wait_since is None:
+        if self._server is not None and self._wait_since is None:
             self._wait_since = self._loop.time()
+        return waiter
+
+    def _unwait(self, waiter: asyncio.Future) -> None:
+        """The await of a waiter raised (cancelled, most likely): forget it.
+        (Woken normally, it has left _readers already: _wake_readers.)"""
+        self._wait_since = None
+        waiter.cancel()
         try:
-            await waiter
-        finally:
-            self._wait_since = None
-            if not waiter.done():
-                waiter.cancel()
-            try:
-                self._readers.remove(waiter)
-            except ValueError:
-                pass
+            self._readers.remove(waiter)
+        except ValueError:
+            pass
 
     def _raise_if_done(self) -> None:
         """No frame is queued: raise if none can come any more."""
@@ -232,20 +255,29 @@ class _Protocol(asyncio.BufferedProtocol):
         """Queue one encoded frame (or batch): gathered with the other frames
         written in this step of the loop, then written in one call."""
         gathered = self._gathered
-        if gathered is None:
-            # The first write of this step goes out at once (no added latency
-            # for request/response); later ones in the same step are gathered.
-            self._transport.write(frame)  # type: ignore[union-attr]
-            self._gathered = bytearray()
-            self._loop.call_soon(self._flush)
-        else:
+        if gathered is not None:
             gathered += frame
             if len(gathered) >= _GATHER_LIMIT:
                 self._flush(again=True)
+        elif not self._wrote or len(frame) >= _GATHER_LIMIT:
+            # The first write since this connection last waited for input
+            # goes out at once (no added latency for request/response) and
+            # schedules nothing; the next ones are gathered until the end
+            # of the step, unless large enough to go alone.  Order is kept:
+            # nothing goes out directly while frames are gathered.
+            self._transport.write(frame)  # type: ignore[union-attr]
+            self._wrote = True
+        else:
+            self._gathered = bytearray(frame)
+            self._loop.call_soon(self._flush)
 
     def _flush(self, again: bool = False) -> None:
         gathered = self._gathered
-        self._gathered = bytearray() if again else None
+        if again:
+            self._gathered = bytearray()
+        else:
+            self._gathered = None
+            self._wrote = False
         if gathered and self._transport is not None and not self._transport.is_closing():
             # The bytearray is handed over, never touched again: a transport
             # may keep it (or a view of it) until it is sent.
@@ -271,6 +303,17 @@ class _Protocol(asyncio.BufferedProtocol):
 
     # -- budgets (servers) ----------------------------------------------------
 
+    def _unread_after_wake(self, woke: bool) -> int:
+        """_unread(), less the one whole frame a woken reader is about to
+        take: a frame as large as max_buffered, read as soon as it is whole,
+        pauses nothing."""
+        receiver = self._receiver
+        ready = receiver.ready
+        unread = receiver.buffered + _HEADER_SIZE * ready
+        if woke and ready == 1:
+            unread -= receiver.ready_bytes + _HEADER_SIZE
+        return unread
+
     def _unread(self) -> int:
         """Bytes received, not yet read, as max_buffered counts them: the
         receiver's count leaves out whole frames' headers, and a peer sending
@@ -282,7 +325,11 @@ class _Protocol(asyncio.BufferedProtocol):
         now = self._loop.time()
         if completed:
             self._since = now
-            self._server._touch(self)  # type: ignore[union-attr]
+            # Reorder the server's pool at most every _TOUCH_EVERY seconds:
+            # the sweep's oldest-first order is then right to that much.
+            if now - self._touched >= _TOUCH_EVERY:
+                self._touched = now
+                self._server._touch(self)  # type: ignore[union-attr]
             self._frame_since = now if self._receiver.in_frame else None
         elif self._frame_since is None and self._receiver.in_frame:
             self._frame_since = now
@@ -389,12 +436,24 @@ class FrameStream:
         if self._protocol._closed_why == "closed":
             # As a closed Connection: even a frame already buffered is not read.
             self._protocol._raise_if_done()
-        frame = self._receiver.pop()
-        while frame is None:
-            await self._protocol._wait()
-            frame = self._receiver.pop()
-        if self._protocol._read_paused:
-            self._protocol._after_pop()
+        receiver = self._receiver
+        frame = receiver.pop()
+        if frame is None:
+            protocol = self._protocol
+            while frame is None:
+                waiter = protocol._waiter()
+                try:
+                    await waiter
+                except BaseException:
+                    protocol._unwait(waiter)
+                    raise
+                protocol._wait_since = None
+                frame = receiver.pop()
+        protocol = self._protocol
+        if protocol._read_paused:
+            protocol._owed -= len(frame) + _HEADER_SIZE
+            if protocol._owed <= 0 or not self._receiver.ready:
+                protocol._after_pop()
         return frame
 
     async def read_many(self) -> List[bytes]:
@@ -406,11 +465,19 @@ class FrameStream:
         if self._protocol._closed_why == "closed":
             self._protocol._raise_if_done()   # ValueError, as read_bytes()
         frames = self._receiver.pop_all()
-        while not frames:
-            await self._protocol._wait()
-            frames = self._receiver.pop_all()
+        if not frames:
+            protocol = self._protocol
+            while not frames:
+                waiter = protocol._waiter()
+                try:
+                    await waiter
+                except BaseException:
+                    protocol._unwait(waiter)
+                    raise
+                protocol._wait_since = None
+                frames = self._receiver.pop_all()
         if self._protocol._read_paused:
-            self._protocol._after_pop()
+            self._protocol._after_pop()   # nothing whole is left: resumes
         return frames
 
     async def read_string(self, encoding: str = "utf-8", errors: str = "strict") -> str:
@@ -435,16 +502,29 @@ class FrameStream:
     async def __anext__(self) -> bytes:
         if self._protocol._closed_why == "closed":
             self._protocol._raise_if_done()   # ValueError, as read_bytes()
-        frame = self._receiver.pop()
+        receiver = self._receiver
+        frame = receiver.pop()
         if frame is None:
             try:
-                return await self.read_bytes()
+                protocol = self._protocol
+                while frame is None:
+                    waiter = protocol._waiter()
+                    try:
+                        await waiter
+                    except BaseException:
+                        protocol._unwait(waiter)
+                        raise
+                    protocol._wait_since = None
+                    frame = receiver.pop()
             except ConnectionClosed as exc:
                 if exc.expected is None:
                     raise StopAsyncIteration from None
                 raise
-        if self._protocol._read_paused:
-            self._protocol._after_pop()
+        protocol = self._protocol
+        if protocol._read_paused:
+            protocol._owed -= len(frame) + _HEADER_SIZE
+            if protocol._owed <= 0 or not self._receiver.ready:
+                protocol._after_pop()
         return frame
 
     # -- sending --------------------------------------------------------------
@@ -459,7 +539,10 @@ class FrameStream:
         cancelled while waiting.
         """
         protocol = self._protocol
-        transport = protocol._check_writable()
+        transport = protocol._transport
+        if (protocol._lost or protocol._closed_why is not None or transport is None
+                or transport.is_closing()):
+            protocol._check_writable()   # raises
         if type(data) is bytes and len(data) >= _DIRECT_SEND:
             # Large: no copy into a frame; the header and payload go together.
             header = encode_header(len(data))
