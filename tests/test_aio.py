@@ -1339,3 +1339,21 @@ def test_wire_format_is_eight_digits_then_payload(run):
             assert await in_thread(tcpframe.receive_all, raw, 36) == b"00000010HelloWorld0000000000000002ab"
 
     run(main)
+
+
+def test_send_many_passes_large_payloads_through_in_order(run):
+    """send_many writes large bytes payloads after their header, not copied
+    into the batch; order and sizes are kept, and a size check comes first."""
+    frames = [b"a", b"x" * 70000, b"", bytearray(b"c" * 70000), b"y" * 100000,
+              b"z" * 100000, b"end"]
+
+    async def main():
+        async with stream_pair() as (a, b):
+            assert await a.send_many(frames) == len(frames)
+            assert await a.send_many([b"q" * 70000]) == 1
+            got = []
+            while len(got) < len(frames) + 1:
+                got.extend(await b.read_many())
+            return got
+
+    assert run(main) == frames + [b"q" * 70000]

@@ -568,9 +568,27 @@ class FrameStream:
         protocol = self._protocol
         protocol._check_writable()
         frames = tuple(frames)
-        batch = encode_frames(frames)
-        if batch:
-            protocol._write(batch)
+        large = [i for i, f in enumerate(frames) if type(f) is bytes and len(f) >= _DIRECT_SEND]
+        if not large:
+            batch = encode_frames(frames)
+            if batch:
+                protocol._write(batch)
+        else:
+            # Large bytes payloads go to the transport as they are (as in
+            # send_bytes), not copied into the batch; the small ones between
+            # them are encoded together.  Every size is checked first.
+            batches = [encode_frames(frames[start:end]) for start, end
+                       in zip([0] + [i + 1 for i in large], large + [len(frames)])]
+            headers = [encode_header(len(frames[i])) for i in large]   # FrameTooLarge
+            if protocol._gathered:
+                protocol._flush(again=True)
+            transport = protocol._transport
+            for batch, i, header in zip(batches, large + [-1], headers + [b""]):
+                if batch:
+                    transport.write(batch)  # type: ignore[union-attr]
+                if i >= 0:
+                    transport.write(header)  # type: ignore[union-attr]
+                    transport.write(frames[i])  # type: ignore[union-attr]
         if protocol._write_paused or protocol._lost:
             await protocol._drain()
         return len(frames)
