@@ -1357,3 +1357,25 @@ def test_send_many_passes_large_payloads_through_in_order(run):
             return got
 
     assert run(main) == frames + [b"q" * 70000]
+
+
+def test_close_wakes_a_sender_waiting_for_the_peer(run):
+    """A task blocked in send_bytes (the peer reads nothing) is woken by
+    close() from another task, with the error a closed stream gives."""
+    async def main():
+        async with client_stream(rcvbuf=4096) as (stream, raw):
+            async def flood():
+                while True:
+                    await stream.send_bytes(b"f" * 65536)
+
+            sender = asyncio.ensure_future(flood())
+            while not stream._protocol._write_paused:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
+            assert not sender.done()
+            stream.close()
+            with pytest.raises(ValueError, match="closed"):
+                await asyncio.wait_for(sender, 5)
+            await asyncio.wait_for(stream.wait_closed(), 10)   # aborted: the peer takes nothing
+
+    run(main)

@@ -1006,3 +1006,48 @@ def test_many_idle_connections_then_served_or_closed_cleanly(serve):
         for sock in socks:
             sock.close()
     assert open_fds() == fds_before
+
+
+# -- found by review ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_a_newcomer_that_sheds_a_lingering_connection_is_served(serve, sockets, loop_kind):
+    """A handler that returned leaves its connection lingering (FIN sent);
+    shedding it for a newcomer must not try to send it a reply (that raised
+    inside connection_made, and the newcomer was never served)."""
+    async def one_echo(stream):
+        await stream.send_bytes(await stream.read_bytes())
+
+    server = serve(one_echo, loop_kind, max_connections=1, shed_reply=reason)
+    a = sockets(server.port)
+    a.sendall(encode_frame(b"hi"))
+    assert tcpframe.read_bytes(a) == b"hi"       # handler returned: a lingers
+    b = sockets(server.port, "127.0.0.2")
+    b.sendall(encode_frame(b"x"))
+    assert tcpframe.read_bytes(b) == b"x"
+
+
+def test_a_slow_but_steady_reader_of_a_large_reply_is_not_idle(serve, sockets):
+    """idle_timeout closes a client that does not read its replies, not one
+    that reads them slowly: the clock restarts while the backlog shrinks."""
+    payload = b"r" * (3 << 20)
+
+    async def big_reply(stream):
+        await stream.read_bytes()
+        await stream.send_bytes(payload)
+        await stream.read_bytes()
+
+    server = serve(big_reply, idle_timeout=0.5, frame_timeout=None)
+    sock = sockets(server.port)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+    sock.sendall(encode_frame(b"go"))
+    got = bytearray()
+    started = time.monotonic()
+    while len(got) < len(payload) + 8:
+        chunk = sock.recv(64 << 10)
+        assert chunk, f"closed after {len(got)} bytes"
+        got += chunk
+        # ~1 s of reading in all: slower than idle_timeout, but steady.
+        time.sleep(max(0.0, started + len(got) / len(payload) - time.monotonic()))
+    assert bytes(got[8:]) == payload

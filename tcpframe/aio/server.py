@@ -117,6 +117,7 @@ class FrameServer:
         self._tasks: "set[asyncio.Task]" = set()
         self._sweeper: Optional[asyncio.TimerHandle] = None
         self._closing = False
+        self._forever: Optional[asyncio.Future] = None   # serve_forever()'s
         self.shed_count = 0
         # What bad clients did: at most 10 lines of each kind per 10 s.
         self._client_log = RateLimitedLog(log)
@@ -149,9 +150,18 @@ class FrameServer:
     async def serve_forever(self) -> None:
         """Serve until cancelled (or close()); closes everything on the way out."""
         assert self._server is not None
+        if self._forever is not None:
+            raise RuntimeError(f"{self!r} is already being awaited on serve_forever()")
+        # Not asyncio.Server.serve_forever(): cancelled, 3.12's waits for
+        # every connection to end before it returns, and ours are only
+        # closed by our close(), after it -- it would wait forever.
+        if not self._server.is_serving():
+            await self._server.start_serving()
+        self._forever = self._loop.create_future()
         try:
-            await self._server.serve_forever()
+            await self._forever
         finally:
+            self._forever = None
             self.close()
             await self.wait_closed()
 
@@ -159,6 +169,8 @@ class FrameServer:
         """Stop listening and close every client connection (handlers see
         ConnectionClosed on their next read)."""
         self._closing = True
+        if self._forever is not None and not self._forever.done():
+            self._forever.cancel()   # as asyncio.Server.close() does
         if self._server is not None:
             self._server.close()
         if self._sweeper is not None:
@@ -251,7 +263,7 @@ class FrameServer:
             if candidate._sheddable():
                 victim = candidate
                 break
-            if i >= 64:
+            if i >= 1024:   # bounded work per newcomer under a flood
                 break
         if victim is None:
             victim = next(iter(pool), None)

@@ -4,7 +4,6 @@ server needs (progress times, closing with a reason, lingering) live on the
 protocol too; tcpframe.aio.server decides when to use them."""
 
 import asyncio
-import sys
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Iterable, List, Optional
 
 from .._tcpframe import HEADER_SIZE as _HEADER_SIZE
@@ -31,9 +30,6 @@ _TOUCH_EVERY = 0.01
 _LINGER_BYTES = 1 << 16
 _SCRATCH = memoryview(bytearray(_LINGER_BYTES))   # where lingering input goes
 
-# 3.12+ transports send a list of buffers with one sendmsg() and keep bytes
-# without copying them; older ones join the list into one bytes object.
-_WRITELINES_COPIES = sys.version_info < (3, 12)
 
 
 class _Protocol(asyncio.BufferedProtocol):
@@ -67,6 +63,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self._frame_since: Optional[float] = None   # current frame's first bytes
         self._wait_since: Optional[float] = None    # a reader began waiting
         self._drain_since: Optional[float] = None   # a sender began waiting on the peer
+        self._pending_at_sweep = 0    # write buffer size when last looked at
         self.peer: Any = None
         self.stream: Optional["FrameStream"] = None
 
@@ -80,7 +77,13 @@ class _Protocol(asyncio.BufferedProtocol):
         self.stream = FrameStream(self)
         if self._server is not None:
             self._since = self._loop.time()
-            self._server._admit(self)
+            try:
+                self._server._admit(self)
+            except Exception:
+                # A bug of ours must not orphan the socket: no task would
+                # serve it and nothing would close it.
+                transport.abort()
+                raise
 
     def get_buffer(self, sizehint: int) -> Any:
         if self._lingering:
@@ -124,19 +127,30 @@ class _Protocol(asyncio.BufferedProtocol):
 
     def eof_received(self) -> bool:
         self._eof = True
+        over_tls = self._transport is not None and \
+            self._transport.get_extra_info("sslcontext") is not None
         if self._lingering and self._transport is not None:
             self._transport.close()   # the peer is done too
         self._wake_readers()
-        return True   # keep our side open: replies may still be going out
+        # Keep our side open (replies may still be going out); TLS cannot
+        # half-close, and says so if asked to.
+        return not over_tls
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self._lost = True
         self._lost_exc = exc
+        transport = self._transport
+        if transport is not None and transport.get_extra_info("sslcontext") is not None:
+            # Before 3.11, a TLS transport whose connection ended by itself is
+            # still "unclosed" (a ResourceWarning when collected) until we
+            # say so; close() after the end is harmless.
+            try:
+                if not transport.is_closing():
+                    transport.close()
+            except Exception:  # pragma: no cover - already torn down
+                pass
         self._wake_readers()
-        for waiter in self._drainers:
-            if not waiter.done():
-                waiter.set_result(None)
-        self._drainers.clear()
+        self._wake_drainers()
         if self._closed_event is not None and not self._closed_event.done():
             self._closed_event.set_result(None)
         if self._server is not None:
@@ -247,8 +261,8 @@ class _Protocol(asyncio.BufferedProtocol):
         if self._closed_why == "closed":
             raise ValueError("I/O on a closed FrameStream: it was closed by close()")
         if self._lost or self._closed_why is not None or transport is None or transport.is_closing():
-            why = self._closed_why or (f"lost: {self._lost_exc}" if self._lost_exc else "closed")
-            raise ConnectionClosed(f"cannot send: the connection is {why}", b"", None)
+            why = self._closed_why or (f"lost ({self._lost_exc})" if self._lost_exc else "closed")
+            raise ConnectionClosed(f"cannot send: the connection was closed: {why}", b"", None)
         return transport
 
     def _write(self, frame: bytes) -> None:
@@ -292,14 +306,20 @@ class _Protocol(asyncio.BufferedProtocol):
             # business too.
             self._drain_since = self._loop.time()
         try:
-            while self._write_paused and not self._lost:
+            while self._write_paused and not self._lost and self._closed_why is None:
                 waiter = self._loop.create_future()
                 self._drainers.append(waiter)
                 await waiter
         finally:
             self._drain_since = None
-        if self._lost:
-            self._check_writable()
+        if self._lost or self._closed_why is not None:
+            self._check_writable()   # raises: the frame may not have gone out
+
+    def _wake_drainers(self) -> None:
+        drainers, self._drainers = self._drainers, []
+        for waiter in drainers:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- budgets (servers) ----------------------------------------------------
 
@@ -339,6 +359,13 @@ class _Protocol(asyncio.BufferedProtocol):
         """Why this connection should be closed now, or None."""
         if self._lingering or self._closed_why is not None:
             return None
+        if self._drain_since is not None and self._transport is not None:
+            # A peer reading slowly is reading: each sweep that finds the
+            # write buffer shorter than the last restarts the clock.
+            pending = self._transport.get_write_buffer_size()
+            if pending < self._pending_at_sweep:
+                self._drain_since = now
+            self._pending_at_sweep = pending
         if (idle_timeout is not None and self._drain_since is not None
                 and now - self._drain_since > idle_timeout):
             return f"did not read its replies for more than idle_timeout={idle_timeout:g} s"
@@ -368,10 +395,12 @@ class _Protocol(asyncio.BufferedProtocol):
         if self._gathered:
             self._flush()
         self._gathered = None
-        if reply is not None and not transport.is_closing():
+        if reply is not None and not self._lingering and not transport.is_closing():
+            # (Lingering, write_eof() has been sent: nothing more may go out.)
             transport.write(encode_frame(reply))
         self._linger()
         self._wake_readers()
+        self._wake_drainers()
 
     def _linger(self) -> None:
         """Send FIN, read and drop what still comes for a moment, then close.
@@ -394,6 +423,18 @@ class _Protocol(asyncio.BufferedProtocol):
             transport.abort()
             return
         self._loop.call_later(LINGER_SECONDS, self._end_linger)
+
+    def _abort_if_stuck(self) -> None:
+        """After close(): abort unless the peer took bytes since the last look."""
+        transport = self._transport
+        if transport is None or self._lost:
+            return
+        pending = transport.get_write_buffer_size()
+        if pending == 0 or pending >= self._pending_at_sweep:
+            transport.abort()
+        else:
+            self._pending_at_sweep = pending
+            self._loop.call_later(LINGER_SECONDS, self._abort_if_stuck)
 
     def _end_linger(self) -> None:
         if self._transport is not None and not self._lost:
@@ -548,11 +589,10 @@ class FrameStream:
             header = encode_header(len(data))
             if protocol._gathered:
                 protocol._flush(again=True)
-            if _WRITELINES_COPIES:
-                transport.write(header)
-                transport.write(data)
-            else:
-                transport.writelines((header, data))
+            # Two write()s, not writelines(): before 3.12 it joins (copies)
+            # them, and 3.12's skips flow control (no pause_writing()).
+            transport.write(header)
+            transport.write(data)
         else:
             protocol._write(encode_frame(data))
         if protocol._write_paused or protocol._lost:
@@ -658,7 +698,12 @@ class FrameStream:
         protocol._gathered = None
         if transport is not None and not protocol._lost:
             transport.close()
+            # A peer that stops reading would keep the connection (and
+            # wait_closed()) forever: give up once it stops taking bytes.
+            protocol._pending_at_sweep = transport.get_write_buffer_size()
+            protocol._loop.call_later(LINGER_SECONDS, protocol._abort_if_stuck)
         protocol._wake_readers()
+        protocol._wake_drainers()
 
     async def wait_closed(self) -> None:
         """Wait until the connection is closed (close() first)."""
