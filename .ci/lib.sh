@@ -177,7 +177,14 @@ explain_failure() {
         show_file "$file"
     done < <(sanitizer_files "$dir")
     while IFS= read -r file; do
-        echo "--- fuzz input $file ($(stat -c %s "$file") bytes; replay it with: python fuzz/fuzz_tcpframe.py $file):"
+        local replay="python fuzz/fuzz_tcpframe.py $file"
+        case $(basename "$file") in
+            *-fuzz_header-* | *-fuzz_decoder-* | *-fuzz_io-*)
+                local harness
+                harness=$(basename "$file" | grep -oE 'fuzz_(header|decoder|io)')
+                replay="bash fuzz/native/run.sh --strict --replay $harness $file" ;;
+        esac
+        echo "--- fuzz input $file ($(stat -c %s "$file") bytes; replay it with: $replay):"
         od -A x -t x1z -v "$file" | head -n 16 | sed 's/^/    | /'
     done < <(fuzz_artifacts "$dir")
     echo "--- (end of $name)"
@@ -295,9 +302,9 @@ trap 'on_signal TERM' TERM
 ci_finish() {
     local i passed=0 failed=0 skipped=0 failures=() total=$(($(date +%s) - CI_START))
     printf '\n=== summary (logs in %s)\n' "$CI_LOGS"
-    printf '%-14s %-6s %7s  %s\n' stage result seconds note
+    printf '%-16s %-6s %7s  %s\n' stage result seconds note
     for i in "${!STAGE_NAMES[@]}"; do
-        printf '%-14s %-6s %7s  %s\n' "${STAGE_NAMES[$i]}" "${STAGE_RESULTS[$i]}" \
+        printf '%-16s %-6s %7s  %s\n' "${STAGE_NAMES[$i]}" "${STAGE_RESULTS[$i]}" \
             "${STAGE_SECONDS[$i]}" "${STAGE_NOTES[$i]}"
         case ${STAGE_RESULTS[$i]} in
             PASS) passed=$((passed + 1)) ;;

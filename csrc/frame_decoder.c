@@ -23,6 +23,12 @@ tf_decoder_free(tf_decoder *d)
 unsigned char *
 tf_decoder_reserve(tf_decoder *d, size_t want, size_t *avail)
 {
+    if (want > ((size_t)-1) - d->end) {
+        return NULL;   /* no buffer that large can exist */
+    }
+    if (want == 0) {
+        want = 1;      /* a real pointer even for an empty decoder */
+    }
     if (d->cap - d->end < want && d->start > 0) {
         /* Slide the unread bytes to the front before growing. */
         size_t buffered = d->end - d->start;

@@ -179,6 +179,12 @@ tf_send_iov(tf_io *io, struct iovec *iov, int iovcnt, size_t *done)
                 iovcnt--;
             }
         }
+        /* Only empty pieces left (an empty frame's payload): all was sent,
+         * which must not be reported as cut short. */
+        while (iovcnt > 0 && iov->iov_len == 0) {
+            iov++;
+            iovcnt--;
+        }
         if (iovcnt > 0 && between_pieces(io) != TF_OK) {
             return TF_ABORTED;
         }
