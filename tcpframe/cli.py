@@ -23,8 +23,9 @@ def print_reply(address: Tuple[Any, ...], request: Any, reply: Any) -> None:
 
 SERVICES = {"average": average_service.handle, "echo": echo_service.handle}
 ASYNC_SERVICES = {"average": average_service.handle_async, "echo": echo_service.handle_async}
-# The largest request each service accepts (the average service's bounds memory).
-SERVICE_MAX_SIZE = {"average": average_service.MAX_REQUEST, "echo": MAX_SIZE}
+# The largest request each service accepts by default: what one frame may
+# cost the server (--max-size changes it).
+SERVICE_MAX_SIZE = {"average": average_service.MAX_REQUEST, "echo": 1 << 20}
 CLIENT_TIMEOUT = 30.0  # the threaded demo server drops a client silent this long
 
 DESCRIPTION = """\
@@ -139,7 +140,7 @@ async def serve_async(args: argparse.Namespace) -> None:
     try:
         server = await aio.start_server(
             async_service_handler(args.service, args.quiet), args.host, args.port,
-            max_size=SERVICE_MAX_SIZE[args.service],
+            max_size=args.max_size or SERVICE_MAX_SIZE[args.service],
             idle_timeout=args.idle_timeout, frame_timeout=args.frame_timeout,
             max_connections=args.max_connections,
             max_connections_per_peer=args.max_connections_per_peer,
@@ -160,7 +161,7 @@ def serve_threaded(args: argparse.Namespace) -> None:
         server = Server(handler, args.host, args.port,
                         client_timeout=args.idle_timeout or None,
                         max_clients=args.max_connections or 1 << 30,
-                        max_size=SERVICE_MAX_SIZE[args.service])
+                        max_size=args.max_size or SERVICE_MAX_SIZE[args.service])
     except OSError as exc:
         raise listen_error(exc, args.host, args.port) from None
     host, port = server.address[:2]
@@ -307,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
                          default=aio.DEFAULT_MAX_CONNECTIONS_PER_PEER, metavar="N",
                          help="clients connected at once from one IP address (default "
                          f"{aio.DEFAULT_MAX_CONNECTIONS_PER_PEER})")
+    budgets.add_argument("--max-size", type=budget(int), default=None, metavar="BYTES",
+                         help="the largest message accepted; a client announcing more is "
+                         "told why and closed (default 1048576; at most "
+                         f"{MAX_SIZE}, what 8 digits can say)")
     budgets.add_argument("--max-buffered", type=budget(int), default=aio.DEFAULT_MAX_BUFFERED,
                          metavar="BYTES", help="bytes received from a client and not yet "
                          "handled; past it the server stops reading from that client "

@@ -220,3 +220,33 @@ def test_threaded_server_still_serves():
         assert float(result.stdout) == 1.5
     finally:
         stop(proc)
+
+
+def test_echo_service_caps_a_request_at_one_mib_by_default():
+    proc, port = serve_with_service("echo")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"%08d" % ((1 << 20) + 1))     # announces 1 MiB + 1
+            assert sock.recv(100) == b""                # refused, closed
+        result = run("echo", "still", "serving", "--port", str(port))
+        assert result.stdout == "still serving\n"
+    finally:
+        stop(proc)
+    proc, port = serve_with_service("echo", "--max-size", "10")
+    try:
+        result = run("echo", "this is more than ten bytes", "--port", str(port))
+        assert result.returncode == 1
+        assert "closed the connection before replying" in result.stderr
+    finally:
+        stop(proc)
+
+
+def serve_with_service(service, *options):
+    proc = subprocess.Popen(
+        [sys.executable, "-u", "-m", "tcpframe", "serve", service, "--port", "0",
+         "--quiet", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    assert "listening on 127.0.0.1:" in line, line + proc.stderr.read()
+    return proc, int(line.split("127.0.0.1:")[1].split()[0])
