@@ -1,5 +1,6 @@
 """`python -m tcpframe bench --quick` runs every row (no timing asserted)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -38,7 +39,12 @@ def test_quick_bench_runs_every_row(tmp_path):
     for w, spec in zip(report["workloads"], bench.WORKLOADS):
         expected = {i for i in bench.IMPLS if bench.applies(i, spec, zmq)}
         assert set(w["medians"]) == expected, w["label"]
-        assert all(v > 0 for v in w["medians"].values()), w
+        if w["mode"] == "rss" and os.environ.get("TCPFRAME_EXPECT_SANITIZED") == "1":
+            # ASan's allocator maps and quarantines memory its own way: the
+            # RSS growth it shows for one frame means nothing (may be 0).
+            assert all(v >= 0 for v in w["medians"].values()), w
+        else:
+            assert all(v > 0 for v in w["medians"].values()), w
     check_aio_section(report["aio"])
     assert "plain C reference" in result.stdout
     assert "machine:" in result.stdout
