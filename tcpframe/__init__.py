@@ -14,7 +14,7 @@ Buffered, batched: Connection (and the sans-IO Decoder, encode_frame,
 encode_frames).  asyncio: tcpframe.aio.
 Objects: send_object, read_object (JSON, or pickle restricted to plain data).
 Errors: ConnectionClosed, FrameError, FrameTooLarge, TransferTimeout,
-UnsafePickle.  A server: tcpframe.server.Server.  The lesson's exercise:
+UnsafePickle, PickleTooComplex (past PickleLimits).  A server: tcpframe.server.Server.  The lesson's exercise:
 tcpframe.average.  Command line: python -m tcpframe --help.
 """
 
@@ -44,7 +44,9 @@ except ImportError as exc:  # pragma: no cover - the message is the point
         "extension into the tree); otherwise reinstall with `pip install tcpframe`."
     ) from exc
 
-from .objects import SafeUnpickler, UnsafePickle, read_object, send_object  # noqa: E402
+from .objects import (  # noqa: E402
+    PickleLimits, PickleTooComplex, SafeUnpickler, UnsafePickle, read_object, send_object,
+)
 from .connection import Connection, Decoder, encode_frame  # noqa: E402
 
 # The lesson's names for the same functions.
@@ -60,6 +62,8 @@ __all__ = [
     "Decoder",
     "FrameError",
     "FrameTooLarge",
+    "PickleLimits",
+    "PickleTooComplex",
     "SafeUnpickler",
     "TransferTimeout",
     "UnsafePickle",

@@ -144,10 +144,13 @@ async def serve_async(args: argparse.Namespace) -> None:
             idle_timeout=args.idle_timeout, frame_timeout=args.frame_timeout,
             max_connections=args.max_connections,
             max_connections_per_peer=args.max_connections_per_peer,
-            max_buffered=args.max_buffered, shed_reply=shed_reply,
+            max_buffered=args.max_buffered, max_memory=args.max_memory,
+            shed_reply=shed_reply,
         )
     except OSError as exc:
         raise listen_error(exc, args.host, args.port) from None
+    except ValueError as exc:   # budgets that contradict each other
+        raise CommandError(f"serve: {exc}") from None
     host, port = server.address[:2]
     say("server", f"{args.service} service listening on {host}:{port} (Ctrl-C stops it)")
     async with server:
@@ -316,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
                          metavar="BYTES", help="bytes received from a client and not yet "
                          "handled; past it the server stops reading from that client "
                          f"(default {aio.DEFAULT_MAX_BUFFERED})")
+    budgets.add_argument("--max-memory", type=budget(int), default=aio.DEFAULT_MAX_MEMORY,
+                         metavar="BYTES", help="bytes received from all clients together and "
+                         "not yet handled, messages in progress counted at their announced "
+                         "size; past it the largest slow clients are closed "
+                         f"(default {aio.DEFAULT_MAX_MEMORY})")
     # The threaded server's old option names, kept so scripts keep working.
     budgets.add_argument("--client-timeout", type=budget(float), dest="idle_timeout",
                          help=argparse.SUPPRESS)

@@ -7,7 +7,7 @@ The C type does the I/O; this subclass adds what is easier said in Python
 from typing import Any, Optional
 
 from . import _tcpframe
-from .objects import JSON_MAX_DEPTH
+from .objects import JSON_MAX_DEPTH, LimitsArg
 from .objects import read_object as _read_object
 from .objects import send_object as _send_object
 
@@ -35,12 +35,12 @@ class Connection(_tcpframe.Connection):
 
     def read_object(
         self, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False,
-        max_depth: int = JSON_MAX_DEPTH,
+        max_depth: int = JSON_MAX_DEPTH, pickle_limits: LimitsArg = None,
     ) -> Any:
-        """read_object(*, codec="json", max_size=None, trusted=False, max_depth=100):
-        see tcpframe.read_object."""
+        """read_object(*, codec="json", max_size=None, trusted=False, max_depth=100,
+        pickle_limits=None): see tcpframe.read_object."""
         return _read_object(self, codec=codec, max_size=max_size, trusted=trusted,
-                            max_depth=max_depth)
+                            max_depth=max_depth, pickle_limits=pickle_limits)
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self.fileno()}, buffered={self.buffered}"

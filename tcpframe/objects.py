@@ -6,7 +6,9 @@ be a hand-typed ``read_string`` followed by ``json.loads``.
 Unpickling runs code chosen by whoever made the pickle, and over a socket
 that is whoever connects.  So ``codec="pickle"`` unpickles through
 :class:`SafeUnpickler`, which rebuilds plain data only; anything else raises
-:class:`UnsafePickle` before it can run.  Full pickle needs ``trusted=True``.
+:class:`UnsafePickle` before it can run, and is bounded in time and memory
+by :class:`PickleLimits` (past one: :class:`PickleTooComplex`).  Full pickle
+needs ``trusted=True``, which also drops those bounds.
 """
 
 import json
@@ -16,9 +18,15 @@ import re
 from typing import Any, Optional
 
 from ._tcpframe import read_bytes, send_bytes
-from .safe_pickle import SafeUnpickler, UnsafePickle, safe_loads
+from .safe_pickle import (
+    LimitsArg, PickleLimits, PickleTooComplex, SafeUnpickler, UnsafePickle, _resolve_limits,
+    safe_loads,
+)
 
-__all__ = ["send_object", "read_object", "SafeUnpickler", "UnsafePickle", "CODECS"]
+__all__ = [
+    "send_object", "read_object", "SafeUnpickler", "UnsafePickle", "PickleLimits",
+    "PickleTooComplex", "CODECS", "JSON_MAX_DEPTH",
+]
 
 CODECS = ("json", "pickle")
 
@@ -27,23 +35,33 @@ CODECS = ("json", "pickle")
 # would raise RecursionError (or, with a raised recursion limit, crash).
 JSON_MAX_DEPTH = 100
 
-# A JSON string (escapes included) or a bracket: strings are skipped whole,
-# so brackets inside them do not count.
-_JSON_STRUCTURE = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# What decides JSON's nesting: brackets, quotes, and escapes (a backslash
+# and the character it escapes, so an escaped quote is not a quote).  A
+# string is not matched whole: a pattern such as '"(?:[^"\\]|\\.)*"' makes
+# the regex engine keep state for each of its characters, 146 MiB for a
+# 1 MiB string.  Matched token by token, the walk needs no memory.
+_JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
 
 
 def _check_json_depth(text: str, max_depth: int) -> None:
+    if text.count("[") + text.count("{") <= max_depth:
+        return                # cannot nest deeper than it has brackets
     depth = 0
-    for match in _JSON_STRUCTURE.finditer(text):
+    in_string = False
+    for match in _JSON_TOKENS.finditer(text):
         token = match.group()
-        if token in "[{":
+        if token == '"':
+            in_string = not in_string
+        elif in_string or len(token) == 2:
+            continue          # a bracket in a string, or an escape
+        elif token in "[{":
             depth += 1
             if depth > max_depth:
                 raise ValueError(
                     f"JSON nested more than max_depth={max_depth} levels deep; refused "
                     "before parsing (pass a larger max_depth to read_object if you "
                     "trust such data)")
-        elif token in "]}":
+        else:
             depth -= 1
 
 
@@ -93,14 +111,22 @@ def _encode(obj: Any, codec: str) -> bytes:
     raise ValueError(f"unknown codec {codec!r}: choose one of {CODECS}")
 
 
-def _decode(payload: bytes, codec: str, trusted: bool, max_depth: int = JSON_MAX_DEPTH) -> Any:
+def _decode(payload: bytes, codec: str, trusted: bool, max_depth: int = JSON_MAX_DEPTH,
+            pickle_limits: LimitsArg = None) -> Any:
     if codec == "json":
         text = payload.decode("utf-8")
         _check_json_depth(text, max_depth)
         return json.loads(text, parse_constant=_refuse_constant)
     if trusted:
         return pickle.loads(payload)
-    return safe_loads(payload)
+    return safe_loads(payload, limits=pickle_limits)
+
+
+def _check_arguments(codec: str, pickle_limits: LimitsArg) -> PickleLimits:
+    # Before the frame is read: a caller's mistake must not cost a frame.
+    if codec not in CODECS:
+        raise ValueError(f"unknown codec {codec!r}: choose one of {CODECS}")
+    return _resolve_limits(pickle_limits)
 
 
 def send_object(sock: Any, obj: Any, /, *, codec: str = "json") -> None:
@@ -115,18 +141,21 @@ def send_object(sock: Any, obj: Any, /, *, codec: str = "json") -> None:
 
 def read_object(
     sock: Any, /, *, codec: str = "json", max_size: Optional[int] = None, trusted: bool = False,
-    max_depth: int = JSON_MAX_DEPTH,
+    max_depth: int = JSON_MAX_DEPTH, pickle_limits: LimitsArg = None,
 ) -> Any:
     """read_object(sock, /, *, codec="json", max_size=None, trusted=False,
-    max_depth=100)
+    max_depth=100, pickle_limits=None)
 
     Receive one frame and deserialise it.  max_size=None means MAX_SIZE, or
     a Connection's own max_size.  A JSON frame that is not valid UTF-8 JSON,
     holds NaN or Infinity (not JSON), or nests deeper than max_depth raises
-    ValueError; the frame was consumed, so the stream is still in sync.
-    With codec="pickle", only plain data is rebuilt unless trusted=True;
-    anything else raises UnsafePickle and runs nothing.
+    ValueError.  With codec="pickle", only plain data is rebuilt unless
+    trusted=True: anything else raises UnsafePickle and runs nothing; a
+    malformed pickle raises pickle.UnpicklingError; one that would cost more
+    than pickle_limits allow (a PickleLimits, a dict of the limits to
+    change, or None for the defaults) raises PickleTooComplex.  Either way
+    the frame was consumed, so the stream is still in sync.
     """
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r}: choose one of {CODECS}")
-    return _decode(read_bytes(sock, max_size=max_size), codec, trusted, max_depth)
+    pickle_limits = _check_arguments(codec, pickle_limits)
+    return _decode(read_bytes(sock, max_size=max_size), codec, trusted, max_depth,
+                   pickle_limits)

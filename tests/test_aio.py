@@ -908,6 +908,17 @@ def test_objects_json_and_restricted_pickle(run):
             with pytest.raises(ValueError):
                 await b.read_object()
             assert await b.read_object() == [1]
+            # The limits: JSON depth, and the pickle's (PickleTooComplex, in sync).
+            await a.send_bytes(b"[[[1]]]")
+            await a.send_object([[1], [2]], codec="pickle")
+            await a.send_object([[1], [2]], codec="pickle")
+            with pytest.raises(ValueError, match="max_depth=2"):
+                await b.read_object(max_depth=2)
+            with pytest.raises(tcpframe.PickleTooComplex) as info:
+                await b.read_object(codec="pickle", pickle_limits={"max_containers": 2})
+            assert info.value.limit == "max_containers"
+            limits = tcpframe.PickleLimits(max_containers=3)
+            assert await b.read_object(codec="pickle", pickle_limits=limits) == [[1], [2]]
             # Unknown codec: refused before reading anything.
             await a.send_bytes(b"kept")
             with pytest.raises(ValueError, match="unknown codec"):

@@ -230,10 +230,11 @@ def test_defaults_are_documented_and_exported():
     assert aio.DEFAULT_MAX_CONNECTIONS == 4096
     assert aio.DEFAULT_MAX_CONNECTIONS_PER_PEER == 256
     assert aio.DEFAULT_MAX_BUFFERED == 1 << 20
+    assert aio.DEFAULT_MAX_MEMORY == 256 << 20
     import inspect
     params = inspect.signature(aio.start_server).parameters
     for name in ("idle_timeout", "frame_timeout", "max_connections",
-                 "max_connections_per_peer", "max_buffered"):
+                 "max_connections_per_peer", "max_buffered", "max_memory"):
         default = getattr(aio, "DEFAULT_" + name.upper())
         assert params[name].default == default
         assert params[name].kind is inspect.Parameter.KEYWORD_ONLY
@@ -258,6 +259,9 @@ def test_defaults_are_documented_and_exported():
     ("max_connections_per_peer", -3, ValueError),
     ("max_buffered", False, TypeError),
     ("max_buffered", 0, ValueError),
+    ("max_memory", 1.5, TypeError),
+    ("max_memory", 0, ValueError),
+    ("max_memory", tcpframe.MAX_SIZE, ValueError),   # cannot hold one frame of max_size
 ])
 def test_invalid_budgets_raise_before_listening(name, value, error):
     async def main():
@@ -657,6 +661,74 @@ def test_max_buffered_none_reads_all_the_peer_sends(serve, sockets):
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("loop_kind", LOOPS)
+def test_max_memory_sheds_frames_announced_but_never_sent(serve, sockets, loop_kind):
+    # A header announcing 1 MiB costs a client 8 bytes and the server 1 MiB
+    # (the buffer a large frame is received into is taken when its header
+    # is in).  With max_memory the flood is shed, largest and oldest first,
+    # and what is held stays within the budget; a real client is answered.
+    budget = 4 << 20
+    server = serve(echo_handler(), loop_kind, max_size=1 << 20, max_memory=budget,
+                   frame_timeout=None, idle_timeout=None, shed_reply=reason)
+    attackers = []
+    for i in range(16):
+        sock = sockets(server.port, source=f"127.0.0.{2 + i}")
+        sock.sendall(b"01048576" + b"x" * 10)
+        attackers.append(sock)
+        wait_until(lambda: server.call(lambda: server.server.memory) <= budget,
+                   what="the memory held back within max_memory")
+    wait_until(lambda: server.call(lambda: server.server.shed_count) >= 12,
+               what="the flood shed")
+    assert server.call(lambda: server.server.memory) <= budget
+    shed = 0
+    for sock in attackers[:8]:   # the oldest: shed first
+        frames = frames_to_end(sock)
+        assert frames and frames[0].startswith(b"why: closed: the server is short of memory")
+        shed += 1
+    assert shed == 8
+    # Real clients: small frames, and a large one sent whole.
+    legit = sockets(server.port)
+    legit.sendall(encode_frame(b"ping"))
+    assert tcpframe.read_bytes(legit) == b"ping"
+    big = os.urandom(1 << 20)
+    tcpframe.send_bytes(legit, big)
+    assert tcpframe.read_bytes(legit) == big
+    # Every byte counted is uncounted once the clients are gone.
+    for sock in attackers + [legit]:
+        sock.close()
+    wait_until(lambda: server.connections == 0)
+    assert server.call(lambda: (server.server.memory, server.server._memory)) == (0, 0)
+
+
+@pytest.mark.timeout(60)
+def test_max_memory_counts_what_handlers_have_not_read(serve, sockets):
+    # Whole frames a slow handler has not read count too, and reading them
+    # gives the memory back: a client that is shed must not be one whose
+    # frames were read long ago.
+    release = threading.Event()
+
+    async def slow(stream):
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        async for frame in stream:
+            await stream.send_bytes(frame[:4])
+
+    server = serve(slow, max_size=300_000, max_memory=1 << 20, max_buffered=None,
+                   shed_reply=reason)
+    first = sockets(server.port, source="127.0.0.2")
+    first.sendall(encode_frame(b"a" * 250_000) * 3)          # 750 kB, not read yet
+    wait_until(lambda: server.call(lambda: server.server.memory) >= 750_000)
+    release.set()
+    for _ in range(3):
+        assert tcpframe.read_bytes(first) == b"aaaa"
+    second = sockets(server.port, source="127.0.0.3")
+    second.sendall(encode_frame(b"b" * 250_000) * 3)         # fits: the first's were read
+    for _ in range(3):
+        assert tcpframe.read_bytes(second) == b"bbbb"
+    assert server.call(lambda: server.server.shed_count) == 0
+
+
 def test_max_buffered_never_stalls_a_frame_larger_than_it(serve, sockets):
     # Small frames fill the buffer, then a large one starts: once the handler
     # has read the small ones, the large one must still be able to arrive.
@@ -722,7 +794,7 @@ def test_none_turns_every_budget_off(serve, sockets):
             await stream.send_bytes(frame)
 
     server = serve(lazy, idle_timeout=None, frame_timeout=None, max_connections=None,
-                   max_connections_per_peer=None, max_buffered=None)
+                   max_connections_per_peer=None, max_buffered=None, max_memory=None)
     # 300 from one address, more than the default per-peer limit.
     socks = [sockets(server.port) for _ in range(300)]
     socks[0].sendall(b"0000")                    # a frame begun, never finished

@@ -10,6 +10,8 @@ from tcpframe import lesson
 import tcpframe
 from tcpframe import UnsafePickle
 
+from crashcheck import run_scenario
+
 PLAIN = [
     None, True, False, 0, -7, 2**100, 1.5, float("inf"), 3 + 4j, "text ✓",
     b"\x00bytes", bytearray(b"ba"), [1, [2, [3]]], (1, (2,)), {"k": [1, 2]},
@@ -160,6 +162,84 @@ def test_deep_nesting_is_bounded(tcp_pair):
     assert value == '[[[["[['
     tcpframe.send_bytes(client, b"[" * 150 + b"]" * 150)
     assert tcpframe.read_object(server, max_depth=200) is not None
+
+
+# A tuple nested a million deep as a dict key: pickle.loads crashes hashing
+# it (C recursion, no limit).  From a peer, that was a crash of the reader.
+DEEP_TUPLE_KEY = b"\x80\x04}N" + b"\x85" * 1_000_000 + b"Ns."
+
+
+def test_the_deep_tuple_key_is_refused_not_a_crash():
+    got = run_scenario("""
+        import pickle
+        a, b = make_pair()
+        tcpframe.send_bytes(a, bytes.fromhex(P["head"]) + b"\\x85" * 1_000_000
+                            + bytes.fromhex(P["tail"]))
+        try:
+            tcpframe.read_object(b, codec="pickle")
+        except tcpframe.PickleTooComplex as exc:
+            report(limit=exc.limit, unpickling=isinstance(exc, pickle.UnpicklingError))
+    """, head=DEEP_TUPLE_KEY[:4].hex(), tail=DEEP_TUPLE_KEY[-3:].hex())
+    assert got == {"limit": "max_depth", "unpickling": True}
+
+
+@pytest.mark.parametrize("how", ["module", "connection"])
+def test_pickle_limits_are_the_callers_to_raise(tcp_pair, how):
+    client, server = tcp_pair
+    reader = tcpframe.Connection(server) if how == "connection" else server
+    many = [[i] for i in range(100)]
+    for _ in range(4):
+        tcpframe.send_object(client, many, codec="pickle")
+    # Past a limit: PickleTooComplex (an UnpicklingError) names it, and says
+    # how to raise it; the frame was consumed, so the stream is in sync.
+    with pytest.raises(tcpframe.PickleTooComplex, match="max_containers") as info:
+        tcpframe.read_object(reader, codec="pickle", pickle_limits={"max_containers": 50})
+    assert isinstance(info.value, pickle.UnpicklingError)
+    assert (info.value.limit, info.value.value) == ("max_containers", 50)
+    assert tcpframe.read_object(reader, codec="pickle",
+                                pickle_limits={"max_containers": 101}) == many
+    assert tcpframe.read_object(reader, codec="pickle",
+                                pickle_limits=tcpframe.PickleLimits(max_containers=None)) == many
+    if how == "connection":
+        assert reader.read_object(codec="pickle",
+                                  pickle_limits={"max_containers": 101}) == many
+    else:
+        assert tcpframe.read_object(reader, codec="pickle") == many  # the defaults
+    with pytest.raises(ValueError, match="max_ratio"):
+        tcpframe.read_object(reader, codec="pickle", pickle_limits={"max_ratio": -1})
+    with pytest.raises(TypeError, match="nonsense"):
+        tcpframe.read_object(reader, codec="pickle", pickle_limits={"nonsense": 1})
+
+
+def test_malformed_pickles_are_unpickling_errors(tcp_pair):
+    client, server = tcp_pair
+    for payload in (b"\x80\x04K", b"\x80\x04\xff.", b"garbage", b"\x80\x04)\x85s.",
+                    b"\x80\x04]\x94h\x05."):
+        tcpframe.send_bytes(client, payload)
+        with pytest.raises(pickle.UnpicklingError):
+            tcpframe.read_object(server, codec="pickle")
+    tcpframe.send_object(client, [1], codec="pickle")
+    assert tcpframe.read_object(server, codec="pickle") == [1]
+
+
+def test_the_json_depth_check_costs_no_memory():
+    # The depth check once matched strings with '"(?:[^"\\]|\\.)*"': the
+    # regex engine kept state per character, 146 MiB for a 1 MiB string.
+    import tracemalloc
+    from tcpframe.objects import _check_json_depth
+    deep = "[" * 101 + "]" * 101
+    for text in ('["' + "a" * (1 << 20) + '", ' + deep + "]",
+                 '["' + "\\u0000" * 170_000 + '", ' + deep + "]",
+                 "[" + '"[\\"",' * 200_000 + deep + "]"):
+        tracemalloc.start()
+        try:
+            with pytest.raises(ValueError, match="max_depth=100"):
+                _check_json_depth(text, 100)
+            assert tracemalloc.get_traced_memory()[1] < 256 << 10
+        finally:
+            tracemalloc.stop()
+    # Brackets in strings, escaped quotes and backslashes do not count.
+    _check_json_depth('["\\"[[[", "\\\\", ' + "[" * 98 + "]" * 98 + "]", 100)
 
 
 def test_json_without_nan_or_infinity(tcp_pair):

@@ -29,7 +29,7 @@ How it is safe: a read cancelled (asyncio.wait_for, asyncio.timeout) loses
 nothing, since a frame leaves the buffer only when it is returned; each send
 writes a whole frame at once, so tasks sharing a stream never interleave
 inside one.  start_server's budgets (idle_timeout, frame_timeout,
-max_connections, max_connections_per_peer, max_buffered) keep a server
+max_connections, max_connections_per_peer, max_buffered, max_memory) keep a server
 answering while thousands of sockets misbehave.
 """
 
@@ -38,6 +38,7 @@ from .server import (
     DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_BUFFERED,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MEMORY,
     DEFAULT_MAX_CONNECTIONS_PER_PEER,
     FrameServer,
     start_server,
@@ -55,4 +56,5 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_PEER",
     "DEFAULT_MAX_BUFFERED",
+    "DEFAULT_MAX_MEMORY",
 ]

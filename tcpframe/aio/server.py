@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_CONNECTIONS_PER_PEER",
     "DEFAULT_MAX_BUFFERED",
+    "DEFAULT_MAX_MEMORY",
 ]
 
 log = logging.getLogger("tcpframe.aio")
@@ -31,6 +32,7 @@ DEFAULT_FRAME_TIMEOUT = 10.0           # s to finish a frame once it started
 DEFAULT_MAX_CONNECTIONS = 4096
 DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
 DEFAULT_MAX_BUFFERED = 1 << 20         # bytes received, not yet read, per client
+DEFAULT_MAX_MEMORY = 256 << 20         # the same, and frames in progress, all clients
 
 # Under attack a server may shed thousands of connections a second: a warning
 # for each would flood the log (and a slow stderr would stall the loop), so
@@ -96,6 +98,7 @@ class FrameServer:
     def __init__(self, handler: Handler, max_size: int, *, idle_timeout: Optional[float],
                  frame_timeout: Optional[float], max_connections: Optional[int],
                  max_connections_per_peer: Optional[int], max_buffered: Optional[int],
+                 max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
                  shed_reply: Optional[Callable[[str], bytes]]) -> None:
         self._handler = handler
         self._max_size = max_size
@@ -105,6 +108,16 @@ class FrameServer:
         self.max_connections_per_peer = _budget("max_connections_per_peer",
                                                 max_connections_per_peer, True)
         self.max_buffered = _budget("max_buffered", max_buffered, True)
+        self.max_memory = _budget("max_memory", max_memory, True)
+        if self.max_memory is not None and self.max_memory < max_size + 8:
+            raise ValueError(
+                f"max_memory={self.max_memory} cannot hold one frame of max_size={max_size} "
+                f"(and its 8-byte header): raise max_memory or lower max_size")
+        # What the clients' input holds, as max_memory counts it: each
+        # connection's count is brought up to date when it receives, and
+        # not when its handler reads, so this is an upper bound, made exact
+        # (a walk over every client) only when it passes max_memory.
+        self._memory = 0
         self._shed_reply = shed_reply
         self._loop = asyncio.get_running_loop()
         self._server: Optional[asyncio.AbstractServer] = None
@@ -139,6 +152,15 @@ class FrameServer:
     def connections(self) -> int:
         """How many clients are connected now."""
         return len(self._clients)
+
+    @property
+    def memory(self) -> int:
+        """Bytes the clients' input holds, as max_memory counts them: whole
+        frames not yet read and frames in progress at their announced size."""
+        total = 0
+        for protocol in self._clients:
+            total += protocol._commitment()
+        return total
 
     def is_serving(self) -> bool:
         return self._server is not None and self._server.is_serving()
@@ -324,6 +346,8 @@ class FrameServer:
         if protocol._lost:
             self._ending.discard(protocol)
         if protocol in self._clients:
+            self._memory -= protocol._charged
+            protocol._charged = 0
             del self._clients[protocol]
             key = protocol._peer_key
             mine = self._peers.get(key)
@@ -362,6 +386,48 @@ class FrameServer:
             protocol._close("the handler returned")
 
     # -- budgets ------------------------------------------------------------------
+
+    def _charge(self, protocol: _Protocol) -> bool:
+        """After protocol received: count it, and keep max_memory.  True if
+        protocol itself was shed."""
+        if protocol not in self._clients:
+            return False      # being shed already, or refused
+        new = protocol._commitment()
+        self._memory += new - protocol._charged
+        protocol._charged = new
+        if self._memory <= self.max_memory:  # type: ignore[operator]
+            return False
+        return self._shed_for_memory(protocol)
+
+    def _shed_for_memory(self, protocol: _Protocol) -> bool:
+        # Count exactly: the handlers' reads since each connection last
+        # received are not in the running total.
+        total = 0
+        for client in self._clients:
+            client._charged = client._commitment()
+            total += client._charged
+        self._memory = total
+        limit = self.max_memory
+        if total <= limit:  # type: ignore[operator]
+            return False
+        # Shed down to 7/8 of the budget, so that a server held at its
+        # budget by a flood walks its clients once per eighth of it, not at
+        # every receive.  The largest first, those not keeping up first
+        # (a frame in progress, an idle or unread peer), then the rest:
+        # a frame announced but not sent is the cheapest attack there is.
+        why = (f"the server is short of memory (max_memory={limit} bytes of "
+               "input held for clients)")
+        order = sorted(self._clients, key=lambda c: (not c._sheddable(), -c._charged))
+        shed_self = False
+        for victim in order:
+            if self._memory <= limit - limit // 8 or victim._charged == 0:  # type: ignore[operator]
+                break
+            self.shed_count += 1
+            self._warn_shed(why)
+            log.info("%s shed, holding %d bytes: %s", victim.peer, victim._charged, why)
+            shed_self |= victim is protocol
+            self._end(victim, f"shed: {why}", f"closed: {why}")
+        return shed_self
 
     def _schedule_sweep(self) -> None:
         shortest = min(t for t in (self.idle_timeout, self.frame_timeout) if t)
@@ -405,13 +471,14 @@ async def start_server(
     max_connections: Optional[int] = DEFAULT_MAX_CONNECTIONS,
     max_connections_per_peer: Optional[int] = DEFAULT_MAX_CONNECTIONS_PER_PEER,
     max_buffered: Optional[int] = DEFAULT_MAX_BUFFERED,
+    max_memory: Optional[int] = DEFAULT_MAX_MEMORY,
     shed_reply: Optional[Callable[[str], bytes]] = None,
     **kwargs: Any,
 ) -> FrameServer:
     """start_server(handler, host=None, port=0, *, max_size=MAX_SIZE,
     idle_timeout=60.0, frame_timeout=10.0, max_connections=4096,
-    max_connections_per_peer=256, max_buffered=1048576, shed_reply=None,
-    **kwargs) -> FrameServer
+    max_connections_per_peer=256, max_buffered=1048576,
+    max_memory=268435456, shed_reply=None, **kwargs) -> FrameServer
 
     Listen on (host, port) -- port 0 picks a free one, host None every
     interface -- and run ``await handler(stream)`` in a task per client.
@@ -433,6 +500,12 @@ async def start_server(
         wait, the server stops reading from that peer (one receive may
         overshoot it) until the handler catches up.  A frame larger than
         it still arrives: max_size and frame_timeout bound that one.
+    max_memory: bytes of input held for all clients together: whole frames
+        not yet read (as max_buffered counts them) and every frame in
+        progress at its announced size (a large frame's buffer is taken
+        when its header arrives).  Past it, connections are shed, the
+        largest slow or idle ones first, until 7/8 of it is held.  Without
+        it the worst case is max_connections * (max_size + max_buffered).
     shed_reply(reason) -> bytes: the payload of a last frame sent to a
         connection closed by a budget, for protocols that have an error
         reply (the CLI's average service sends {"error": reason}).  A
@@ -445,7 +518,8 @@ async def start_server(
     server = FrameServer(handler, max_size, idle_timeout=idle_timeout,
                          frame_timeout=frame_timeout, max_connections=max_connections,
                          max_connections_per_peer=max_connections_per_peer,
-                         max_buffered=max_buffered, shed_reply=shed_reply)
+                         max_buffered=max_buffered, max_memory=max_memory,
+                         shed_reply=shed_reply)
     kwargs.setdefault("backlog", 4096)
     loop = server._loop
     server._server = await loop.create_server(lambda: _Protocol(max_size, server),

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Itera
 from .._tcpframe import HEADER_SIZE as _HEADER_SIZE
 from .._tcpframe import MAX_SIZE, Receiver, encode_frame, encode_frames, encode_header
 from ..errors import ConnectionClosed
-from ..objects import CODECS, _decode, _encode
+from ..objects import JSON_MAX_DEPTH, LimitsArg, _check_arguments, _decode, _encode
 
 if TYPE_CHECKING:  # pragma: no cover
     from .server import FrameServer
@@ -64,6 +64,7 @@ class _Protocol(asyncio.BufferedProtocol):
         self._wait_since: Optional[float] = None    # a reader began waiting
         self._drain_since: Optional[float] = None   # a sender began waiting on the peer
         self._pending_at_sweep = 0    # write buffer size when last looked at
+        self._charged = 0             # bytes counted against the server's max_memory
         self.peer: Any = None
         self.stream: Optional["FrameStream"] = None
 
@@ -102,6 +103,8 @@ class _Protocol(asyncio.BufferedProtocol):
             before = receiver.ready
             ready = receiver.buffer_updated(nbytes)
             self._progress(ready > before)
+            if self._server.max_memory is not None and self._server._charge(self):
+                return                # shed: it no longer reads
         else:
             ready = receiver.buffer_updated(nbytes)
         if ready or receiver.failed:
@@ -334,6 +337,18 @@ class _Protocol(asyncio.BufferedProtocol):
             unread -= receiver.ready_bytes + _HEADER_SIZE
         return unread
 
+    def _commitment(self) -> int:
+        """Memory this connection's input holds, as max_memory counts it:
+        whole frames not yet read (headers included, as max_buffered counts
+        them), and the frame in progress at its announced size, which a
+        large frame's buffer takes as soon as its header is in."""
+        receiver = self._receiver
+        expected = receiver.expected
+        ready_bytes = receiver.ready_bytes
+        if expected is None:
+            expected = receiver.buffered - ready_bytes
+        return ready_bytes + _HEADER_SIZE * receiver.ready + expected
+
     def _unread(self) -> int:
         """Bytes received, not yet read, as max_buffered counts them: the
         receiver's count leaves out whole frames' headers, and a peer sending
@@ -525,17 +540,20 @@ class FrameStream:
         """read_string(encoding="utf-8", errors="strict") -> str"""
         return (await self.read_bytes()).decode(encoding, errors)
 
-    async def read_object(self, *, codec: str = "json", trusted: bool = False) -> Any:
-        """read_object(*, codec="json", trusted=False)
+    async def read_object(self, *, codec: str = "json", trusted: bool = False,
+                          max_depth: int = JSON_MAX_DEPTH,
+                          pickle_limits: LimitsArg = None) -> Any:
+        """read_object(*, codec="json", trusted=False, max_depth=100, pickle_limits=None)
 
-        One frame, deserialised as tcpframe.read_object does: JSON, or
-        pickle rebuilding plain data only (UnsafePickle otherwise) unless
-        trusted=True.  A frame that is not valid JSON raises ValueError; it
-        was consumed, so the stream is still in sync.
+        One frame, deserialised as tcpframe.read_object does: JSON (nested
+        at most max_depth deep), or pickle rebuilding plain data only
+        (UnsafePickle otherwise) within pickle_limits (PickleTooComplex
+        otherwise) unless trusted=True.  A frame that is not valid JSON
+        raises ValueError, a malformed pickle UnpicklingError; the frame was
+        consumed, so the stream is still in sync.
         """
-        if codec not in CODECS:
-            raise ValueError(f"unknown codec {codec!r}: choose one of {CODECS}")
-        return _decode(await self.read_bytes(), codec, trusted)
+        pickle_limits = _check_arguments(codec, pickle_limits)
+        return _decode(await self.read_bytes(), codec, trusted, max_depth, pickle_limits)
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self
