@@ -158,6 +158,12 @@ def average(
     with socket.create_connection((host, port), timeout=timeout) as sock:
         send_object(sock, request)
         reply = read_object(sock, max_size=MAX_REQUEST)
+    return reply_value(reply)
+
+
+def reply_value(reply: Any) -> float:
+    """reply_value(reply) -> float: the average in a decoded reply, or
+    AverageError with the server's reason (or saying the reply is not one)."""
     if not isinstance(reply, dict) or not ("average" in reply or "error" in reply):
         raise AverageError(f"unexpected reply {json.dumps(reply)[:200]}")
     if "error" in reply:

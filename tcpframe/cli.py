@@ -2,23 +2,34 @@
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import functools
+import json
 import logging
 import math
+import os
+import signal
 import socket
 import sys
-from typing import Any, Callable, Optional, Sequence, Tuple
+import threading
+from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
-from . import aio
+from . import __version__, aio
 from . import average as average_service
 from . import echo as echo_service
-from ._tcpframe import MAX_SIZE, read_string, send_string
+from ._listen import address_text
+from ._tcpframe import MAX_SIZE, read_bytes, send_bytes
 from .errors import ConnectionClosed, FrameError
 from .server import Server
 
+# Exit status of a command stopped by Ctrl-C, as shells report it (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+CLIENT_TIMEOUT_DEFAULT = 10.0   # s a client command waits for the server
+
+
 def print_reply(address: Tuple[Any, ...], request: Any, reply: Any) -> None:
-    say("server", f"{address} asked about {request}, replying {reply}")
+    say("server", f"{address_text(address)}: asked about {request}, replying {reply}")
 
 
 SERVICES = {"average": average_service.handle, "echo": echo_service.handle}
@@ -76,6 +87,17 @@ def budget(kind: type) -> Callable[[str], Any]:
     return parse
 
 
+def seconds(text: str) -> float:
+    """argparse type: a finite number of seconds > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds > 0")
+    return value
+
+
 def port_number(text: str) -> int:
     try:
         value = int(text)
@@ -86,15 +108,22 @@ def port_number(text: str) -> int:
     return value
 
 
+_say_lock = threading.Lock()
+
+
 def say(who: str, *words: Any) -> None:
-    print(f"{who}:", *words, flush=True)
+    """One whole line on stdout, even with a thread per client printing."""
+    line = " ".join([f"{who}:", *map(str, words)]) + "\n"
+    with _say_lock:
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 def announcing(handler: Callable) -> Callable:
     """Wrap a handler so it prints the lesson's "Connection address:" line."""
 
     def handle(conn: socket.socket, address: Tuple[Any, ...]) -> None:
-        say("server", "Connection address:", address)
+        say("server", f"{address_text(address)}: Connection address: {address}")
         handler(conn, address)
 
     return handle
@@ -119,7 +148,8 @@ def async_service_handler(service: str, quiet: bool = False) -> Callable:
         handler = functools.partial(handler, report=print_reply)
 
     async def handle(stream: aio.FrameStream) -> None:
-        say("server", "Connection address:", stream.peername)
+        peer = stream.peername
+        say("server", f"{address_text(peer)}: Connection address: {peer}")
         await handler(stream)
 
     return handle
@@ -151,10 +181,20 @@ async def serve_async(args: argparse.Namespace) -> None:
         raise listen_error(exc, args.host, args.port) from None
     except ValueError as exc:   # budgets that contradict each other
         raise CommandError(f"serve: {exc}") from None
-    host, port = server.address[:2]
-    say("server", f"{args.service} service listening on {host}:{port} (Ctrl-C stops it)")
-    async with server:
-        await server.serve_forever()
+    say("server", f"{args.service} service listening on {address_text(server.address)} "
+        "(Ctrl-C stops it)")
+    # SIGINT (Ctrl-C) and SIGTERM (kill, systemd, docker stop): stop serving,
+    # close every client, wait for the handlers, then return normally.
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signum, task.cancel)  # type: ignore[union-attr]
+    try:
+        async with server:
+            await server.serve_forever()
+    except asyncio.CancelledError:
+        pass
 
 
 def serve_threaded(args: argparse.Namespace) -> None:
@@ -167,19 +207,61 @@ def serve_threaded(args: argparse.Namespace) -> None:
                         max_size=args.max_size or SERVICE_MAX_SIZE[args.service])
     except OSError as exc:
         raise listen_error(exc, args.host, args.port) from None
-    host, port = server.address[:2]
-    say("server", f"{args.service} service listening on {host}:{port} "
+    say("server", f"{args.service} service listening on {address_text(server.address)} "
         "(threaded; Ctrl-C stops it)")
-    server.serve_forever()
+    # SIGTERM stops it as Ctrl-C does: serve_forever closes every client on the way out.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
-def connect_error(exc: OSError, host: str, port: int, service: str) -> CommandError:
-    if isinstance(exc, ConnectionRefusedError):
-        return CommandError(
-            f"cannot connect to {host}:{port}: connection refused; start the server "
-            f"first: python -m tcpframe serve {service} --port {port}"
-        )
-    return CommandError(f"cannot talk to {host}:{port}: {exc}")
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def talking_to(host: str, port: int, service: str, timeout: float) -> Iterator[None]:
+    """Turn whatever can go wrong talking to a server into one line that
+    says what happened and what to do."""
+    where = address_text((host, port))
+    try:
+        yield
+    except ConnectionRefusedError:
+        raise CommandError(
+            f"cannot connect to {where}: connection refused (nothing listens there); "
+            f"start the server first: python -m tcpframe serve {service} --port {port}"
+        ) from None
+    except ConnectionClosed:
+        raise CommandError(
+            f"the server at {where} closed the connection before replying (it may be "
+            "overloaded, shutting down, or not a tcpframe server); try again"
+        ) from None
+    except FrameError as exc:
+        seen = f" it began with {exc.header!r};" if exc.header is not None else ""
+        raise CommandError(
+            f"the server at {where} did not reply with a tcpframe message (8 digits of "
+            f"length, then the message):{seen} is port {port} the {service} server?"
+        ) from None
+    except socket.gaierror as exc:
+        raise CommandError(f"cannot find the host {host!r}: {exc.strerror or exc}") from None
+    except (socket.timeout, TimeoutError):
+        raise CommandError(
+            f"no reply from {where} within {timeout:g} s: the server is busy or stuck, "
+            "or is not a tcpframe server; try again, or wait longer with --timeout"
+        ) from None
+    except OSError as exc:
+        raise CommandError(f"cannot talk to {where}: {exc.strerror or exc}") from None
+
+
+def not_json(host: str, port: int, payload: bytes) -> CommandError:
+    shown = payload[:60] + (b"..." if len(payload) > 60 else b"")
+    return CommandError(
+        f"the server at {address_text((host, port))} replied {shown!r}, which is not "
+        "JSON: is it the average server? (a server that replies with pickle or "
+        "repr() instead of json.dumps() looks like this)"
+    )
 
 
 # -- commands -------------------------------------------------------------
@@ -190,7 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     handler = service_handler("average")
     with Server(handler, "127.0.0.1", 0, client_timeout=CLIENT_TIMEOUT) as server:
         host, port = server.address[:2]
-        say("server", f"average service listening on {host}:{port}")
+        say("server", f"average service listening on {address_text((host, port))}")
         for numbers in ([1, 2, 3, 4], [2.5, 3.5, -1], []):
             say("client", f"asking for the average of {numbers}")
             try:
@@ -209,29 +291,30 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             asyncio.run(serve_async(args))
     except KeyboardInterrupt:
-        say("server", "stopped")
+        pass   # the threaded server, or a signal before the loop took over
+    say("server", "stopped")
     return 0
 
 
-def closed_early(host: str, port: int) -> CommandError:
-    return CommandError(
-        f"the server at {host}:{port} closed the connection before replying "
-        "(it may be overloaded, shutting down, or not a tcpframe server); try again"
-    )
+def ask(host: str, port: int, timeout: float, payload: bytes, max_size: int) -> bytes:
+    """One request frame, one reply frame, the whole exchange within timeout."""
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        send_bytes(sock, payload)
+        return read_bytes(sock, max_size=max_size)
 
 
 def cmd_average(args: argparse.Namespace) -> int:
+    request = json.dumps(args.numbers).encode()
+    with talking_to(args.host, args.port, "average", args.timeout):
+        payload = ask(args.host, args.port, args.timeout, request, average_service.MAX_REQUEST)
     try:
-        result = average_service.average(args.numbers, args.host, args.port)
+        reply = json.loads(payload.decode("utf-8"))
+    except ValueError:
+        raise not_json(args.host, args.port, payload) from None
+    try:
+        result = average_service.reply_value(reply)
     except average_service.AverageError as exc:
         raise CommandError(f"the server refused: {exc}") from None
-    except ConnectionClosed:
-        raise closed_early(args.host, args.port) from None
-    except FrameError as exc:
-        raise CommandError(f"the server at {args.host}:{args.port} sent something that is "
-                           f"not a tcpframe reply: {exc}") from None
-    except OSError as exc:
-        raise connect_error(exc, args.host, args.port, "average") from None
     print(result)
     return 0
 
@@ -243,15 +326,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_echo(args: argparse.Namespace) -> int:
-    text = " ".join(args.text)
-    try:
-        with socket.create_connection((args.host, args.port), timeout=10) as sock:
-            send_string(sock, text)
-            print(read_string(sock))
-    except ConnectionClosed:
-        raise closed_early(args.host, args.port) from None
-    except OSError as exc:
-        raise connect_error(exc, args.host, args.port, "echo") from None
+    request = " ".join(args.text).encode("utf-8")
+    with talking_to(args.host, args.port, "echo", args.timeout):
+        payload = ask(args.host, args.port, args.timeout, request, MAX_SIZE)
+    print(payload.decode("utf-8", "replace"))
     return 0
 
 
@@ -270,13 +348,26 @@ def add_address(parser: argparse.ArgumentParser, listening: bool) -> None:
         help=f"TCP port (default {average_service.DEFAULT_PORT}, the lesson's)"
         + ("; 0 picks a free one" if listening else ""),
     )
+    if not listening:
+        parser.add_argument(
+            "--timeout", type=seconds, default=CLIENT_TIMEOUT_DEFAULT, metavar="SECONDS",
+            help=f"give up when the server has not answered within this long "
+            f"(default {CLIENT_TIMEOUT_DEFAULT:g})")
+
+
+def program_name() -> str:
+    """How the user ran us: the console script, or python -m tcpframe."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "tcpframe" if name in ("tcpframe", "tcpframe.exe") else "python -m tcpframe"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m tcpframe", description=DESCRIPTION,
+        prog=program_name(), description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version",
+                        version=f"tcpframe {__version__} (Python {sys.version.split()[0]})")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -376,3 +467,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -30,6 +30,7 @@ import threading
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from .connection import Connection
+from ._listen import listening_socket
 from ._ratelog import RateLimitedLog
 from ._tcpframe import MAX_SIZE
 from .errors import ConnectionClosed, FrameError, TransferTimeout
@@ -95,8 +96,8 @@ class Server:
         self._max_size = max_size
         self._client_timeout = client_timeout
         self._max_clients = max_clients
-        # create_server turns SO_REUSEADDR on (POSIX): restarts just work.
-        self._listener = socket.create_server((host, port), backlog=backlog)
+        # SO_REUSEADDR is on (POSIX): restarts just work.  "::" is dual stack.
+        self._listener = listening_socket(host, port, backlog)
         self._listener.setblocking(False)
         self._wake_r, self._wake_w = socket.socketpair()
         self._clients: Dict[Connection, threading.Thread] = {}
@@ -209,21 +210,12 @@ class Server:
     def _serve_client(self, conn: Connection, address: Tuple[Any, ...]) -> None:
         try:
             self._handler(conn, address)
-        except ConnectionClosed as exc:
-            if exc.expected is None:
-                log.debug("%s closed the connection", address)
+        except (ConnectionClosed, FrameError, OSError) as exc:
+            if self._stopping.is_set():
+                # We cut it off (shutdown): the client did nothing wrong.
+                log.debug("%s closed by the shutdown: %s", address, exc)
             else:
-                self._client_log.log(logging.INFO, "disconnected mid-message",
-                               "%s disconnected mid-message: %s", address, exc)
-        except FrameError as exc:
-            self._client_log.log(logging.WARNING, "bad frame",
-                           "%s sent a bad frame, closing it: %s", address, exc)
-        except TransferTimeout as exc:
-            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", address, exc)
-        except OSError as exc:
-            if not self._stopping.is_set():
-                self._client_log.log(logging.INFO, "connection error",
-                               "%s connection error: %s", address, exc)
+                self._log_client_error(address, exc)
         except Exception:
             self._client_log.log(logging.ERROR, "handler failed",
                            "handler failed for %s; closing that client", address, exc_info=True)
@@ -231,6 +223,24 @@ class Server:
             with self._lock:
                 self._clients.pop(conn, None)
             _lingering_close(conn)
+
+    def _log_client_error(self, address: Tuple[Any, ...], exc: BaseException) -> None:
+        """What a client did to its handler, at most so many lines a kind."""
+        if isinstance(exc, ConnectionClosed):
+            if exc.expected is None:
+                log.debug("%s closed the connection", address)
+            else:
+                self._client_log.log(logging.INFO, "disconnected mid-message",
+                                     "%s disconnected mid-message: %s", address, exc)
+        elif isinstance(exc, FrameError):
+            self._client_log.log(logging.WARNING, "bad frame",
+                                 "%s sent a bad frame, closing it: %s", address, exc)
+        elif isinstance(exc, TransferTimeout):
+            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s",
+                                 address, exc)
+        else:
+            self._client_log.log(logging.INFO, "connection error",
+                                 "%s connection error: %s", address, exc)
 
     def _close_everything(self, timeout: float = 10.0) -> None:
         self._stopping.set()

@@ -8,6 +8,7 @@ import socket
 import struct
 from typing import Any, Callable, Dict, Optional, Tuple
 
+from .._listen import listening_socket
 from .._ratelog import RateLimitedLog
 from .._tcpframe import MAX_SIZE, encode_frame
 from ..errors import ConnectionClosed, FrameError, TransferTimeout
@@ -33,6 +34,9 @@ DEFAULT_MAX_CONNECTIONS = 4096
 DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
 DEFAULT_MAX_BUFFERED = 1 << 20         # bytes received, not yet read, per client
 DEFAULT_MAX_MEMORY = 256 << 20         # the same, and frames in progress, all clients
+
+# Hosts that mean every interface, IPv6 and IPv4 alike (dual stack).
+_DUAL_STACK_HOSTS = ("::",)
 
 # Under attack a server may shed thousands of connections a second: a warning
 # for each would flood the log (and a slow stderr would stall the loop), so
@@ -361,20 +365,12 @@ class FrameServer:
         peer = protocol.peer
         try:
             await self._handler(stream)  # type: ignore[arg-type]
-        except ConnectionClosed as exc:
-            if exc.expected is None:
-                log.debug("%s closed: %s", peer, exc)
+        except (ConnectionClosed, FrameError, OSError, asyncio.TimeoutError) as exc:
+            if self._closing:
+                # We cut it off (close()): the client did nothing wrong.
+                log.debug("%s closed by the shutdown: %s", peer, exc)
             else:
-                self._client_log.log(logging.INFO, "disconnected mid-message",
-                                     "%s disconnected mid-message: %s", peer, exc)
-        except FrameError as exc:
-            self._client_log.log(logging.WARNING, "bad frame",
-                                 "%s sent a bad frame, closing it: %s", peer, exc)
-        except (TransferTimeout, asyncio.TimeoutError) as exc:
-            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", peer, exc)
-        except OSError as exc:
-            self._client_log.log(logging.INFO, "connection error",
-                                 "%s connection error: %s", peer, exc)
+                self._log_client_error(peer, exc)
         except asyncio.CancelledError:
             if not self._closing:
                 raise
@@ -384,6 +380,23 @@ class FrameServer:
                                  exc_info=True)
         finally:
             protocol._close("the handler returned")
+
+    def _log_client_error(self, peer: Any, exc: BaseException) -> None:
+        """What a client did to its handler, at most so many lines a kind."""
+        if isinstance(exc, ConnectionClosed):
+            if exc.expected is None:
+                log.debug("%s closed: %s", peer, exc)
+            else:
+                self._client_log.log(logging.INFO, "disconnected mid-message",
+                                     "%s disconnected mid-message: %s", peer, exc)
+        elif isinstance(exc, FrameError):
+            self._client_log.log(logging.WARNING, "bad frame",
+                                 "%s sent a bad frame, closing it: %s", peer, exc)
+        elif isinstance(exc, (TransferTimeout, asyncio.TimeoutError)):
+            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", peer, exc)
+        else:
+            self._client_log.log(logging.INFO, "connection error",
+                                 "%s connection error: %s", peer, exc)
 
     # -- budgets ------------------------------------------------------------------
 
@@ -481,7 +494,7 @@ async def start_server(
     max_memory=268435456, shed_reply=None, **kwargs) -> FrameServer
 
     Listen on (host, port) -- port 0 picks a free one, host None every
-    interface -- and run ``await handler(stream)`` in a task per client.
+    interface, "::" every interface, IPv6 and IPv4 -- and run ``await handler(stream)`` in a task per client.
     When the handler returns (or raises: logged to ``tcpframe.aio``), the
     connection is closed.  kwargs go to loop.create_server (ssl, backlog,
     reuse_port...).
@@ -522,6 +535,19 @@ async def start_server(
                          shed_reply=shed_reply)
     kwargs.setdefault("backlog", 4096)
     loop = server._loop
-    server._server = await loop.create_server(lambda: _Protocol(max_size, server),
-                                              host, port, **kwargs)
+    made = None
+    if "sock" in kwargs:
+        host = port = None      # type: ignore[assignment]
+    elif host in _DUAL_STACK_HOSTS:
+        # asyncio listens on "::" for IPv6 only (it sets IPV6_V6ONLY); a
+        # server told "::" is expected to answer IPv4 clients too.
+        made = kwargs["sock"] = listening_socket(host, port, kwargs.pop("backlog"))
+        host = port = None      # type: ignore[assignment]
+    try:
+        server._server = await loop.create_server(lambda: _Protocol(max_size, server),
+                                                  host, port, **kwargs)
+    except BaseException:
+        if made is not None:
+            made.close()
+        raise
     return server
