@@ -189,7 +189,8 @@ class GradeReport:
     def summary(self) -> str:
         if self.passed:
             return f"passed ({self.passed_count} of {len(self.checks)} checks; none failed)"
-        return f"FAILED: {self.passed_count} of {len(self.checks)} checks passed"
+        return (f"FAILED: {self.passed_count} of {len(self.checks)} checks passed "
+                f"({', '.join(self.mistakes)})")
 
     def __str__(self) -> str:
         where = f"{self.address[0]}:{self.address[1]}" + (f" ({self.server})" if self.server else "")

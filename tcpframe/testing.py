@@ -166,14 +166,15 @@ def run_server(request: pytest.FixtureRequest):
         register(server)
         try:
             server.wait_ready(ready_timeout)
+            return address
         except NotReady as exc:
-            started.pop()
-            unregister(server)
-            server.kill()
-            mistake = MISTAKES[exc.mistake]
-            pytest.fail(f"{mistake.title} [{exc.mistake}]: {exc.evidence}\n  do: {mistake.fix}",
-                        pytrace=False)
-        return address
+            problem = exc
+        started.pop()  # outside the except: pytest would show the chain
+        unregister(server)
+        server.kill()
+        mistake = MISTAKES[problem.mistake]
+        pytest.fail(f"{mistake.title} [{problem.mistake}]: {problem.evidence}\n  do: "
+                    f"{mistake.fix}", pytrace=False)
 
     yield start
 
