@@ -165,7 +165,7 @@ def _serving(address: Address) -> bool:
 
 
 def _socket_inodes(pid: int) -> Set[int]:
-    inodes = set()
+    inodes: Set[int] = set()
     try:
         fds = os.listdir(f"/proc/{pid}/fd")
     except OSError:
@@ -190,7 +190,7 @@ def _stat_fields(pid: int) -> Optional[List[str]]:
 
 
 def _group_pids(pgid: int) -> List[int]:
-    pids = []
+    pids: List[int] = []
     try:
         entries = os.listdir("/proc")
     except OSError:

@@ -230,7 +230,7 @@ def main(dirs: Sequence[str], *, junit: Optional[str] = None, jobs: Optional[int
     except NoStudents as exc:
         print(f"error: {exc}", file=err)
         return 2
-    jobs = jobs or default_jobs()
+    jobs = min(jobs or default_jobs(), len(students))
     print(f"grading {len(students)} student{'s' * (len(students) != 1)}, {jobs} at a time "
           "(each server runs with your rights)", file=err, flush=True)
     t0 = time.monotonic()

@@ -14,6 +14,7 @@ files, ``python -m tcpframe grade`` (tcpframe.classroom) runs it on a class.
 """
 
 import ast
+import functools
 import json
 import os
 import socket
@@ -244,19 +245,25 @@ def show(data: bytes, limit: int = 80) -> str:
 class Reply(NamedTuple):
     """What came back for one request, read byte-exactly."""
 
-    ended: str                # "frame", "garbage", "eof", "reset", "timeout"
+    ended: str                # "frame", "garbage", "huge", "eof", "reset", "timeout"
     data: bytes               # the frame, or whatever came instead
     payload: Optional[bytes]  # the frame's body, when a whole frame came
     first: Optional[bytes]    # what the first recv() for this reply returned
     seconds: float            # from the request to the reply (or giving up)
 
 
+MAX_REPLY = 1 << 20  # an average's reply needs far less: a bigger header is a bug
+
+
 def _frame_state(buf: bytes) -> str:
     head = buf[:8]
     if head and not all(48 <= b <= 57 for b in head):
         return "garbage"
-    if len(buf) >= 8 and len(buf) >= 8 + int(head):
-        return "frame"
+    if len(buf) >= 8:
+        if int(head) > MAX_REPLY:
+            return "huge"
+        if len(buf) >= 8 + int(head):
+            return "frame"
     return "partial"
 
 
@@ -303,8 +310,8 @@ class Client:
                 end = 8 + int(self.buffer[:8])
                 data, self.buffer = self.buffer[:end], self.buffer[end:]
                 return Reply("frame", data, data[8:], first, time.monotonic() - start)
-            if state == "garbage" and time.monotonic() - last > 0.2:
-                ended = "garbage"
+            if state == "huge" or (state == "garbage" and time.monotonic() - last > 0.2):
+                ended = state
                 break
             now = time.monotonic()
             limit = deadline if not self.buffer else min(deadline, last + self.GRACE)
@@ -382,6 +389,10 @@ def _decode(reply: Reply, asked: str) -> Tuple[Any, Optional[Finding]]:
             pass
         return _NOT_JSON, Finding("not-json", f"asked {asked}: the reply's body "
                                   f"{show(payload)} is not JSON")
+    if reply.ended == "huge":
+        return _NOT_JSON, Finding("not-a-frame", f"asked {asked}: the reply {show(reply.data)} "
+                                  f"announces {int(reply.data[:8])} bytes, more than a reply "
+                                  "can need: is the header the body's length in bytes?")
     if reply.ended == "garbage" or (reply.data and not reply.data[:8].isdigit()):
         extra = ""
         held = _unpickled(reply.data)
@@ -438,7 +449,6 @@ class Grader:
         if self.pid is None:
             pid = pid_listening_on(address[1])
             self.pid = pid if pid != os.getpid() else None
-        self.in_process = server is None and self.pid is None
 
     def client(self) -> Client:
         try:
@@ -452,10 +462,14 @@ class Grader:
 
     def cpu_rate(self, settle: float = 0.15, window: float = 0.4) -> Tuple[float, float]:
         """(CPU seconds, wall seconds) the server used over a quiet window."""
-        if self.server is None and self.pid is None:
+        measure: Callable[[], Optional[float]]
+        if self.server is not None:
+            measure = self.server.cpu_seconds
+        elif self.pid is not None:
+            measure = functools.partial(cpu_seconds, [self.pid])
+        else:
             raise _NotChecked("needs the server's process: start it with run_server, or "
                               "run it outside the test process")
-        measure = self.server.cpu_seconds if self.server else (lambda: cpu_seconds([self.pid]))
         time.sleep(settle)
         before, t0 = measure(), time.monotonic()
         if before is None:
@@ -712,6 +726,13 @@ def _refine(g: Grader, finding: Finding, mark: Any, served: bool) -> Tuple[Findi
     return finding, finding.mistake == "no-eof-handling"
 
 
+def _stuck(g: Grader) -> bool:
+    try:
+        return g.still_serving("afterwards") is not None
+    except (_Gone, OSError):
+        return True
+
+
 def check_average_server(address: Address, *, timeout: float = 5.0,
                          raise_on_failure: bool = True,
                          server: Optional[ServerProcess] = None) -> GradeReport:
@@ -735,7 +756,7 @@ def check_average_server(address: Address, *, timeout: float = 5.0,
     __tracebackhide__ = True  # pytest: show the report, not this function
     started = time.monotonic()
     server = server or _registered(address)
-    g = Grader(tuple(address), timeout, server)
+    g = Grader((address[0], address[1]), timeout, server)
     report = GradeReport(g.address, server=" ".join(server.command) if server else "")
     stop = ""
     for name, body in CHECKS:
@@ -761,12 +782,18 @@ def check_average_server(address: Address, *, timeout: float = 5.0,
             finding, halt = _refine(g, finding, mark, served)
             if name == "a list of numbers" and finding.mistake in _FATAL_FIRST:
                 halt = True
+            elif not halt and time.monotonic() - t0 >= timeout and _stuck(g):
+                # A wait ran out: if a new client is not answered either,
+                # every later check would wait out its timeout too.
+                finding = Finding(finding.mistake, f"{finding.evidence}; afterwards a new "
+                                  "client got no answer either")
+                halt = True
         if finding:
             report.checks.append(CheckResult(name, FAIL, finding.mistake, finding.evidence,
                                              time.monotonic() - t0))
         else:
             report.checks.append(CheckResult(name, PASS, seconds=time.monotonic() - t0))
-        if halt:
+        if halt and finding:
             stop = f"not run: {MISTAKES[finding.mistake].title}, above"
     report.seconds = time.monotonic() - started
     if raise_on_failure and not report.passed:

@@ -33,7 +33,7 @@ import pathlib
 import socket
 import threading
 import traceback
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import pytest
 
@@ -41,9 +41,6 @@ from ._harness import (  # noqa: F401 - re-exported; the private names for tests
     Address,
     NotReady,
     ServerProcess,
-    _accepting,
-    _ephemeral_range,
-    _listening,
     _serving,
     coalesce,
     connect,
@@ -137,13 +134,13 @@ def run_server(request: pytest.FixtureRequest):
         __tracebackhide__ = True
         port = port if port is not None else pick_free_port(host)
         address = (host, port)
-        args = _substitute(args, port)
+        argv = _substitute(args, port)
         if callable(target):
-            record = {"error": None}
+            record: Dict[str, Optional[str]] = {"error": None}
 
             def run() -> None:
                 try:
-                    target(*args)
+                    target(*argv)
                 except BaseException:
                     record["error"] = traceback.format_exc()
 
@@ -161,7 +158,7 @@ def run_server(request: pytest.FixtureRequest):
         if command[0] == "-m":
             env = dict(os.environ)
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(here), env.get("PYTHONPATH")]))
-        server = ServerProcess([*command, *map(str, args)], address, env=env)
+        server = ServerProcess([*command, *map(str, argv)], address, env=env)
         started.append(("process", server, stop_timeout, address))
         register(server)
         try:

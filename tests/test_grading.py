@@ -135,6 +135,7 @@ def test_replies_are_classified_by_their_bytes():
         ("garbage", b"2.5\n", None): "not-a-frame",
         ("timeout", b"0000001", None): "not-a-frame",
         ("eof", b"00000010[1]", None): "not-a-frame",
+        ("huge", b"99999999[1]", None): "not-a-frame",
         ("timeout", b"", None): "no-reply",
         ("eof", b"", None): "closes-without-reply",
         ("reset", b"", None): "closes-without-reply",
@@ -233,8 +234,13 @@ def test_class_grader_finds_students_and_reports_none(tmp_path):
     assert "no students found" in result.stderr and "server.py" in result.stderr
     assert "Traceback" not in result.stderr
 
-    shutil.rmtree(tmp_path / "class" / "carol")
-    shutil.rmtree(tmp_path / "class" / "group2")
-    result = run_grade(tmp_path / "class", timeout=120)
+    # A student grading their own server: the directory holding server.py.
+    result = run_grade(tmp_path / "class" / "alice", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"^alice\s+(\d+)/\1\s+-$", result.stdout, re.M), result.stdout
+
+
+def test_the_teachers_page_explains_every_mistake():
+    page = (GALLERY.parent.parent.parent / "docs" / "teaching.md").read_text()
+    for name in grading.MISTAKES:
+        assert f"| `{name}` |" in page, name
