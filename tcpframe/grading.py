@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from ._harness import Address, ServerProcess, coalesce, connect, cpu_seconds, last_lines
+from ._harness import Address, ServerProcess, connect, cpu_seconds, last_lines
 from ._harness import _serving, pid_listening_on, trickle
 from ._tcpframe import encode_frame
 from .safe_pickle import safe_loads
@@ -54,9 +54,10 @@ MISTAKES: Dict[str, Mistake] = {m.name: m for m in [
             "a client connects to the port it was told; the grader gives the port as the "
             "first argument",
             "port = int(sys.argv[1]), then s.bind((\"\", port))"),
-    Mistake("not-listening", "never listens",
-            "clients can connect only once the server has called bind() and listen()",
-            "bind the port given as first argument and listen() first thing (no input())"),
+    Mistake("not-listening", "not listening where clients connect",
+            "clients connect to 127.0.0.1 and the port given; the server must bind() that "
+            "address (\"\" is every address) and call listen()",
+            "s.bind((\"\", int(sys.argv[1]))), then s.listen(), first thing (before any input())"),
     Mistake("no-reply", "no reply at all",
             "the client waits for a reply message, and waits until one is sent on its "
             "connection",
@@ -565,8 +566,7 @@ def check_two_requests(g: Grader) -> Optional[Finding]:
 
 def check_two_in_one_segment(g: Grader) -> Optional[Finding]:
     with g.client() as client:
-        client.sent_at = time.monotonic()
-        coalesce(client.sock, [b"[1, 1]", b"[9, 11]"])
+        client.send(b"".join(encode_frame(p) for p in (b"[1, 1]", b"[9, 11]")))
         first = client.reply()
         second = client.reply()
     finding = _judge_average(first, [1, 1], 1.0) or _judge_average(second, [9, 11], 10.0)
@@ -705,6 +705,10 @@ def _refine(g: Grader, finding: Finding, mark: Any, served: bool) -> Tuple[Findi
                            "closed its listening socket after a client"), True
         return Finding("not-running", f"nothing listens on {g.address[0]}:{g.address[1]} "
                        "(connection refused)"), True
+    if finding.mistake == "not-running":  # refused, yet the port is listened on
+        return Finding("not-listening", f"{finding.evidence}, though port {g.address[1]} is "
+                       f"listened on: is the server bound to another address than "
+                       f"{g.address[0]}? (bind to \"\" or \"{g.address[0]}\")"), True
     if server is not None and finding.mistake == "no-reply":
         printed = server.stdout_since(mark)
         if "2.5" in printed:
@@ -774,8 +778,11 @@ def check_average_server(address: Address, *, timeout: float = 5.0,
         except _NotChecked as exc:
             report.checks.append(CheckResult(name, UNCHECKED, evidence=f"not checked: {exc}"))
             continue
-        except (_Gone, OSError) as exc:
-            finding = Finding("not-running", f"{type(exc).__name__}: {exc}")
+        except _Gone:
+            finding = Finding("not-running", f"connecting to {g.address[0]}:{g.address[1]} "
+                              "was refused")
+        except OSError as exc:  # the connection broke where a check did not expect it
+            finding = Finding("closes-without-reply", f"{type(exc).__name__}: {exc}")
         served = report.passed_count > 0
         halt = False
         if finding:

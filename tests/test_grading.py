@@ -199,16 +199,22 @@ def test_plugin_works_from_a_nested_conftest(pytester):
     next to the test file wherever pytest is run from."""
     sub = pytester.mkdir("exercise")
     shutil.copy(GALLERY / "good" / "server.py", sub / "server.py")
+    shutil.copy(GALLERY / "good" / "server.py", sub / "student_server.py")
     (sub / "conftest.py").write_text("from tcpframe.testing import *  # noqa: F401,F403\n")
     (sub / "test_exercise.py").write_text(textwrap.dedent("""
+        from tcpframe.average import average
         from tcpframe.testing import check_average_server
 
         def test_exercise(run_server):
             report = check_average_server(run_server("server.py", "{port}"))
             assert report.passed
+
+        def test_a_module_next_to_the_test_file(run_server):
+            host, port = run_server(["-m", "student_server"], "{port}")
+            assert average([1, 2], host, port) == 1.5
     """))
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=120)
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
 
 
 def test_class_grader_finds_students_and_reports_none(tmp_path):
