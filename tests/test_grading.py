@@ -250,3 +250,20 @@ def test_the_teachers_page_explains_every_mistake():
     page = (GALLERY.parent.parent.parent / "docs" / "teaching.md").read_text()
     for name in grading.MISTAKES:
         assert f"| `{name}` |" in page, name
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds leftover servers in /proc")
+def test_ctrl_c_stops_every_server():
+    import signal
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tcpframe", "grade", str(GALLERY), "--jobs", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(2)  # servers are running: the silent one alone takes 5 s
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    time.sleep(0.2)
+    assert processes_in(GALLERY) == []
