@@ -142,6 +142,7 @@ def grade_class(students: Sequence[Student], *, jobs: Optional[int] = None,
     the end, even on Ctrl-C."""
     running: List[ServerProcess] = []
     lock = threading.Lock()
+    stopping = threading.Event()  # after Ctrl-C: the grades left are of killed servers
 
     def started(server: ServerProcess) -> None:
         with lock:
@@ -150,7 +151,7 @@ def grade_class(students: Sequence[Student], *, jobs: Optional[int] = None,
     def one(student: Student) -> StudentGrade:
         grade = grade_student(student, timeout=timeout, ready_timeout=ready_timeout,
                               started=started)
-        if progress is not None:
+        if progress is not None and not stopping.is_set():
             progress(grade)
         return grade
 
@@ -160,6 +161,7 @@ def grade_class(students: Sequence[Student], *, jobs: Optional[int] = None,
         futures = [pool.submit(one, s) for s in students]
         return [f.result() for f in futures]
     finally:
+        stopping.set()
         for future in futures:
             future.cancel()
         with lock:

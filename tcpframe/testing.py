@@ -37,7 +37,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import pytest
 
-from ._harness import (  # noqa: F401 - re-exported; the private names for tests
+from ._harness import (  # noqa: F401 - re-exported
     Address,
     NotReady,
     ServerProcess,
