@@ -223,10 +223,13 @@ def junit_xml(grades: Sequence[StudentGrade]) -> bytes:
 
 
 def main(dirs: Sequence[str], *, junit: Optional[str] = None, jobs: Optional[int] = None,
-         timeout: float = 5.0, details: bool = False, out: TextIO = sys.stdout,
+         timeout: Optional[float] = 5.0, details: bool = False, out: TextIO = sys.stdout,
          err: TextIO = sys.stderr) -> int:
     """The grade command: 0 when every student passed, 1 when any failed,
-    2 when there was nothing to grade."""
+    2 when there was nothing to grade or the JUnit file could not be written."""
+    if not timeout or timeout <= 0:
+        print("error: --timeout must be more than 0 seconds: every wait is bounded", file=err)
+        return 2
     try:
         students = find_students(dirs)
     except NoStudents as exc:
@@ -257,6 +260,10 @@ def main(dirs: Sequence[str], *, junit: Optional[str] = None, jobs: Optional[int
         for g in failed:
             print(f"\n== {g.student.name}\n{g.report}", file=out)
     if junit:
-        Path(junit).write_bytes(junit_xml(grades))
+        try:
+            Path(junit).write_bytes(junit_xml(grades))
+        except OSError as exc:
+            print(f"error: cannot write {junit}: {exc.strerror or exc}", file=err)
+            return 2
         print(f"JUnit XML written to {junit}", file=err)
     return 1 if failed else 0
