@@ -41,7 +41,8 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError(
         f"tcpframe's C extension is not built next to {__file__!r}. "
         "From a source checkout run `pip install -e .` (it compiles the "
-        "extension into the tree); otherwise reinstall with `pip install tcpframe`."
+        "extension into the tree); elsewhere reinstall from a checkout or a wheel "
+        "(`pip install path/to/tcpframe`: it is not on the package index yet)."
     ) from exc
 
 from .objects import (  # noqa: E402

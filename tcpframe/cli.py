@@ -333,6 +333,13 @@ def cmd_echo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_grade(args: argparse.Namespace) -> int:
+    from . import classroom
+
+    return classroom.main(args.dirs, junit=args.junit, jobs=args.jobs, timeout=args.timeout,
+                          details=args.details)
+
+
 # -- parsing --------------------------------------------------------------
 
 
@@ -455,6 +462,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     sub.add_argument("--plot", metavar="FILE", help="also draw a PNG chart (needs matplotlib)")
     sub.set_defaults(func=cmd_bench)
+
+    sub = commands.add_parser(
+        "grade", help="grade a class: every student's average server, in a table",
+        description="Start each student's server.py (one directory per student; the port "
+        "is its first argument), run the average-server checks on it, and print a table of "
+        "checks passed and mistakes found.  Exit status 1 if any student failed.  The "
+        "servers run with your rights: grade untrusted code in a container or VM.",
+    )
+    sub.add_argument("dirs", nargs="+", metavar="DIR", help="a directory of student directories")
+    sub.add_argument("--junit", metavar="FILE", help="also write JUnit XML, for a learning "
+                     "platform or CI")
+    sub.add_argument("--jobs", type=budget(int), default=None, metavar="N",
+                     help="servers graded at once (default: up to 4, one per CPU)")
+    sub.add_argument("--timeout", type=budget(float), default=5.0, metavar="SECONDS",
+                     help="how long to wait for each reply (default 5)")
+    sub.add_argument("--details", action="store_true",
+                     help="also print each failing student's report: what was seen, why, "
+                     "what to do")
+    sub.set_defaults(func=cmd_grade)
     return parser
 
 

@@ -12,4 +12,4 @@ def test_classroom_example_grades_each_server_for_the_right_reason():
         cwd=EXAMPLE, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "4 passed" in result.stdout
+    assert "5 passed" in result.stdout

@@ -2,32 +2,31 @@
 
 Run from this folder:  pytest          (pytest.ini loads -p tcpframe.testing)
 
-The grader passes the correct server and fails each buggy one for the
-right reason, in the lesson's words.
-"""
-import pathlib
+students/ holds one directory per student, each with a server.py that takes
+its port as its first argument: a correct one, and one for each mistake the
+grader names.  The grader passes the first and names each other's mistake.
+To grade them all at once, as a teacher grades a class:
 
+    python -m tcpframe grade students
+"""
 import pytest
 
 from tcpframe.testing import check_average_server
 
-HERE = pathlib.Path(__file__).resolve().parent
-
 
 def test_correct_server_passes(run_server):
-    address = run_server(str(HERE / "good_server.py"), "{port}")
-    report = check_average_server(address)
-    assert report.passed, str(report)
+    # A relative path is found next to this file, wherever pytest runs from.
+    address = run_server("students/good/server.py", "{port}")
+    check_average_server(address)  # raises with a short report if a check fails
 
 
-@pytest.mark.parametrize("script, check, words", [
-    ("buggy_single_recv.py", "trickled request", "one recv() returns one whole message"),
-    ("buggy_two_sends.py", "reply sent whole", "header and body in separate"),
-    ("buggy_one_client.py", "20 clients at once", "accept in a loop"),
+@pytest.mark.parametrize("student, mistake", [
+    ("single_recv", "single-recv"),
+    ("two_sends", "two-sends"),
+    ("one_client", "one-client"),
+    ("no_eof", "no-eof-handling"),
 ])
-def test_buggy_server_fails_for_the_right_reason(run_server, script, check, words):
-    address = run_server(str(HERE / script), "{port}")
+def test_buggy_server_fails_for_the_right_reason(run_server, student, mistake):
+    address = run_server(f"students/{student}/server.py", "{port}")
     report = check_average_server(address, raise_on_failure=False)
-    messages = {name: message for name, ok, message in report.results if not ok}
-    assert check in messages, str(report)
-    assert words in messages[check], str(report)
+    assert report.mistakes == [mistake], str(report)

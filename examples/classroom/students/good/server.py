@@ -1,6 +1,7 @@
-"""BUGGY on purpose: assumes one recv() returns one whole message.
+"""A correct solution to the lesson's exercise, as a student could write it
+with only the socket module and the lesson's helpers, done right.
 
-    python good_server.py PORT
+    python server.py PORT
 
 Request: one message (8 ASCII digits of length, then that many bytes) holding
 a JSON list of numbers.  Reply: one message, {"average": x} or {"error": why}.
@@ -39,10 +40,7 @@ def send_message(sock, text):
 
 
 def read_message(sock):
-    data = sock.recv(1024)  # BUG: a message may arrive in pieces, or two at once
-    if not data:
-        raise RuntimeError("socket connection broken")
-    return data[8 : 8 + int(data[:8])].decode()
+    return receive_all_bytes(sock, int(receive_all_bytes(sock, 8))).decode()
 
 
 def average(request):

@@ -1,6 +1,6 @@
-"""BUGGY on purpose: serves only one client (the lesson's listen(1) + one accept()).
+"""BUGGY on purpose: sends the header, then the body with one send() and no loop.
 
-    python good_server.py PORT
+    python server.py PORT
 
 Request: one message (8 ASCII digits of length, then that many bytes) holding
 a JSON list of numbers.  Reply: one message, {"average": x} or {"error": why}.
@@ -8,6 +8,7 @@ a JSON list of numbers.  Reply: one message, {"average": x} or {"error": why}.
 import json
 import socket
 import sys
+import threading
 
 
 def send_all_bytes(sock, msg):
@@ -33,8 +34,8 @@ def receive_all_bytes(sock, num):
 
 def send_message(sock, text):
     body = text.encode()
-    # Header and body in ONE call: two sends would wait on Nagle's algorithm.
-    send_all_bytes(sock, str(len(body)).zfill(8).encode() + body)
+    send_all_bytes(sock, str(len(body)).zfill(8).encode())
+    sock.send(body)  # BUG: a second small write (Nagle), and send() may not send it all
 
 
 def read_message(sock):
@@ -67,11 +68,12 @@ def main(port):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", port))
-    s.listen(1)
+    s.listen()
     try:
-        conn, addr = s.accept()  # BUG: one client, then the server is done
-        print("Connection address:", addr, flush=True)
-        handle(conn, addr)
+        while True:  # every client, each in its own thread
+            conn, addr = s.accept()
+            print("Connection address:", addr, flush=True)
+            threading.Thread(target=handle, args=(conn, addr), daemon=True).start()
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,6 +1,6 @@
-"""BUGGY on purpose: sends the header, then the body with one send() and no loop.
+"""BUGGY on purpose: divides by zero on an empty list, killing that client's connection.
 
-    python good_server.py PORT
+    python server.py PORT
 
 Request: one message (8 ASCII digits of length, then that many bytes) holding
 a JSON list of numbers.  Reply: one message, {"average": x} or {"error": why}.
@@ -34,8 +34,8 @@ def receive_all_bytes(sock, num):
 
 def send_message(sock, text):
     body = text.encode()
-    send_all_bytes(sock, str(len(body)).zfill(8).encode())
-    sock.send(body)  # BUG: a second small write (Nagle), and send() may not send it all
+    # Header and body in ONE call: two sends would wait on Nagle's algorithm.
+    send_all_bytes(sock, str(len(body)).zfill(8).encode() + body)
 
 
 def read_message(sock):
@@ -43,7 +43,7 @@ def read_message(sock):
 
 
 def average(request):
-    if not isinstance(request, list) or not request:
+    if not isinstance(request, list):  # BUG: [] divides by zero
         return {"error": "send a non-empty list of numbers"}
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in request):
         return {"error": "every item must be a number"}

@@ -1,7 +1,6 @@
-"""A correct solution to the lesson's exercise, as a student could write it
-with only the socket module and the lesson's helpers, done right.
+"""BUGGY on purpose: replies with str() of the reply dict, which is not JSON.
 
-    python good_server.py PORT
+    python server.py PORT
 
 Request: one message (8 ASCII digits of length, then that many bytes) holding
 a JSON list of numbers.  Reply: one message, {"average": x} or {"error": why}.
@@ -62,7 +61,7 @@ def handle(conn, addr):
                 reply = average(json.loads(text))
             except ValueError:
                 reply = {"error": "not JSON"}
-            send_message(conn, json.dumps(reply))
+            send_message(conn, str(reply))  # BUG: Python's repr, not JSON
 
 
 def main(port):
