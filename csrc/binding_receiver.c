@@ -675,6 +675,36 @@ get_expected(Receiver *r, void *closure)
     Py_RETURN_NONE;
 }
 
+/* What a queued frame costs beyond its payload: its bytes object's header
+ * (and the allocator's rounding). */
+#define FRAME_OVERHEAD (sizeof(PyBytesObject) + 16)
+
+/* What the receiver holds now, and what the frame in progress will take once
+ * its header is in: a large frame's bytes object is made at its announced
+ * length; a small one may grow the buffer to hold it.  A server's memory
+ * budget counts this, so it must not be fooled by a buffer pinned by one
+ * byte, or by frames of a few bytes that cost ten times that each. */
+static PyObject *
+get_allocated(Receiver *r, void *closure)
+{
+    (void)closure;
+    size_t held = r->dec.cap + r->q_cap * sizeof(queued) + (size_t)r->q_bytes
+                  + r->q_count * FRAME_OVERHEAD;
+    size_t n;
+    if (r->big != NULL) {
+        held += sizeof(PyBytesObject) + (size_t)r->big_len;
+    } else if (!r->failed && tf_decoder_buffered(&r->dec) >= TF_HEADER_SIZE &&
+               tf_decode_header(tf_decoder_head(&r->dec), &n) == 0 &&
+               n <= r->dec.max_size) {
+        if (n >= DIRECT_MIN) {
+            held += sizeof(PyBytesObject) + n;
+        } else if (TF_HEADER_SIZE + n > r->dec.cap) {
+            held += TF_HEADER_SIZE + n - r->dec.cap;
+        }
+    }
+    return PyLong_FromSize_t(held);
+}
+
 static PyObject *
 get_in_frame(Receiver *r, void *closure)
 {
@@ -765,6 +795,12 @@ static PyGetSetDef receiver_getset[] = {
      "True once the stream stopped at a bad or oversized header (or a frame\n"
      "was lost to a failed allocation): pop() raises once the queue is empty.", NULL},
     {"max_size", (getter)get_max_size, NULL, "The largest payload accepted.", NULL},
+    {"allocated", (getter)get_allocated, NULL,
+     "Bytes of memory held: the receive buffer's capacity (even while a window\n"
+     "pins it), the queue, each queued frame with its bytes object, and the\n"
+     "frame in progress at its announced size once its header is in (a large\n"
+     "frame's bytes object is made whole).  What a server's memory budget\n"
+     "counts.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -35,25 +35,36 @@ CODECS = ("json", "pickle")
 # would raise RecursionError (or, with a raised recursion limit, crash).
 JSON_MAX_DEPTH = 100
 
-# What decides JSON's nesting: brackets, quotes, and escapes (a backslash
-# and the character it escapes, so an escaped quote is not a quote).  A
-# string is not matched whole: a pattern such as '"(?:[^"\\]|\\.)*"' makes
-# the regex engine keep state for each of its characters, 146 MiB for a
-# 1 MiB string.  Matched token by token, the walk needs no memory.
-_JSON_TOKENS = re.compile(r'\\.|["\[\]{}]', re.DOTALL)
+# Outside strings, what changes the nesting: brackets, and a quote opening a
+# string.  A string is skipped with str.find (C speed, no memory): to its
+# next quote not escaped by an odd run of backslashes.  (A regex matching
+# strings whole, such as '"(?:[^"\\]|\\.)*"', keeps state for each of their
+# characters: 146 MiB for a 1 MiB string.)
+_JSON_OUTSIDE = re.compile(r'[\[\]{}"]')
 
 
 def _check_json_depth(text: str, max_depth: int) -> None:
     if text.count("[") + text.count("{") <= max_depth:
         return                # cannot nest deeper than it has brackets
-    depth = 0
-    in_string = False
-    for match in _JSON_TOKENS.finditer(text):
+    search, find = _JSON_OUTSIDE.search, text.find
+    depth = pos = 0
+    while True:
+        match = search(text, pos)
+        if match is None:
+            return
         token = match.group()
+        pos = match.end()
         if token == '"':
-            in_string = not in_string
-        elif in_string or len(token) == 2:
-            continue          # a bracket in a string, or an escape
+            while True:
+                end = find('"', pos)
+                if end < 0:
+                    return    # unterminated: json.loads says so
+                back = end - 1
+                while back >= pos and text[back] == "\\":
+                    back -= 1
+                pos = end + 1
+                if (end - 1 - back) % 2 == 0:
+                    break     # not escaped: the string ends here
         elif token in "[{":
             depth += 1
             if depth > max_depth:

@@ -36,6 +36,11 @@ keeps count as it goes (PickleLimits; the defaults):
   fifth of that.  It is the one limit that depends on the machine;
   ordinary data uses a few percent of it.
 
+Lists and dicts may nest as deep as the pickle is long (nothing in Python
+recurses on them without a check: repr() and == raise RecursionError).  A
+global must be called (set, frozenset, complex...): one that is not would
+reach the caller as a function, and is refused.
+
 Past a limit: PickleTooComplex, naming it.  Malformed, truncated, unknown:
 pickle.UnpicklingError.  A global that is not plain data: UnsafePickle.
 All three are UnpicklingErrors; nothing else escapes but MemoryError
@@ -46,6 +51,7 @@ Raise a limit with ``limits={"max_ratio": 256}`` or a PickleLimits.
 import io
 from itertools import repeat
 import pickle
+import re
 import sys
 import time
 from dataclasses import dataclass, fields, replace
@@ -354,14 +360,18 @@ class SafeUnpickler:
         self._counts = {}     # id(container) -> (container, {hash value: keys})
         self._tuple_cost = {}  # id(tuple) -> (cost, depth, tuple), for nested tuples
         self._nesting = {}     # id(tuple) -> (depth, tuple), for tuples holding tuples
+        self._globals = False  # a GLOBAL or STACK_GLOBAL was loaded
         try:
-            return self._run(
+            obj, end = self._run(
                 data,
                 inf if limits.max_ratio is None else limits.max_ratio,
                 inf if limits.headroom is None else limits.headroom,
                 inf if limits.max_containers is None else limits.max_containers,
                 self._max_depth,
             )
+            if self._globals:
+                _refuse_uncalled_globals(obj)
+            return obj, end
         finally:
             self._counts = self._tuple_cost = self._nesting = None
 
@@ -838,6 +848,7 @@ class SafeUnpickler:
                         if type(name) is not str or type(module) is not str:
                             raise UnpicklingError(f"STACK_GLOBAL of a non-str at byte {pos - 1}")
                         append(self.find_class(module, name))
+                        self._globals = True
                         used += 8
                     elif op == 0x95:  # FRAME: says only how long the next frame is
                         n = _unpack_Q(data, pos)[0]
@@ -1239,6 +1250,9 @@ class SafeUnpickler:
             if len(line) < 2 or line[0] != line[-1] or line[0] not in b"\"'":
                 raise UnpicklingError(
                     f"the STRING opcode argument must be quoted at byte {pos - 1}")
+            if b"\\" in line and not _valid_escapes(line):
+                # escape_decode would warn (an error under -W error) and keep it.
+                raise UnpicklingError(f"invalid escape in a STRING at byte {pos - 1}")
             s = _escape_decode(line[1:-1])[0].decode("ascii")
             append(s)
             used += getsizeof(s) + 8
@@ -1251,6 +1265,7 @@ class SafeUnpickler:
             name = data[pos:end].decode("utf-8")
             pos = end + 1
             append(self.find_class(module, name))
+            self._globals = True
             used += 8
         elif op == 0x69:  # INST
             module = data[pos:end].decode("utf-8", "replace")
@@ -1314,6 +1329,12 @@ class SafeUnpickler:
             if type(items) not in (list, tuple):
                 raise UnpicklingError(f"{func.__name__}() of a {type(items).__name__} at "
                                       f"byte {pos - 1}")
+            # Seven bytes can apply it to a memoized list of any length, again
+            # and again: each element visited is charged as hash work, before
+            # the visit (the safe keys are otherwise free).
+            self._work += len(items)
+            if self._work > self._work_ratio * pos + (1 << 20):
+                raise self._hash_work(self._work, pos)
             if func is set:
                 value = set()
                 return value, self._insert(value, items, None, pos)
@@ -1331,6 +1352,42 @@ class SafeUnpickler:
 
 
 _TEXT_OPCODES = frozenset(b"ILpgFVScPi")
+
+# A backslash and what it escapes; the escapes repr() of a str uses.
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+_ESCAPED = frozenset(b"\n\\'\"abfnrtv01234567x")
+
+
+def _valid_escapes(line: bytes) -> bool:
+    """No escape in a quoted STRING argument that escape_decode would warn about."""
+    escaped = _ESCAPED
+    for match in _ESCAPE.finditer(line, 1, len(line) - 1):
+        if match.group()[1] not in escaped:
+            return False
+    return True
+
+_PLAIN_GLOBAL_IDS = frozenset(map(id, _PLAIN_GLOBALS.values()))
+_WALKED = (list, tuple, set, frozenset)
+
+
+def _refuse_uncalled_globals(obj: Any) -> None:
+    """A global that was loaded but never called would reach the caller as a
+    function (set, or our private _bytearray): not plain data.  Walked only
+    when the pickle named a global (protocols 0-2, complex numbers)."""
+    seen = set()
+    todo = [obj]
+    while todo:
+        item = todo.pop()
+        if id(item) in _PLAIN_GLOBAL_IDS:
+            raise UnsafePickle(f"{getattr(item, '__name__', item)!s} (a global, not called)")
+        t = type(item)
+        if (t in _WALKED or t is dict) and item and id(item) not in seen:
+            seen.add(id(item))
+            if t is dict:
+                todo.extend(item.keys())
+                todo.extend(item.values())
+            else:
+                todo.extend(item)
 
 try:
     from codecs import escape_decode as _escape_decode

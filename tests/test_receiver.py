@@ -233,3 +233,22 @@ def test_tls_streams_carry_frames_of_every_size():
             return replies
 
     assert asyncio.run(main()) == [b"0", b"10", b"20000", b"70000", b"1048576"]
+
+
+def test_allocated_counts_what_a_server_must_budget():
+    # What tcpframe.aio's max_memory counts: an attacker's cheapest ways to
+    # make a server hold memory must all show in it.
+    r = Receiver(max_size=1 << 20)
+    assert r.allocated == 0                     # idle: no buffer at all
+    r.feed(b"01048576")                          # a header alone: the frame's whole size
+    assert r.allocated >= 1 << 20
+    r = Receiver(max_size=1 << 20)
+    r.feed(encode_frame(b"x" * 1000) * 70 + b"0")
+    assert len(r.pop_all()) == 70
+    assert r.buffered == 1 and r.allocated >= 70_000   # one byte pins the grown buffer
+    r = Receiver(max_size=1 << 20)
+    r.feed(encode_frame(b"") * 10_000)           # empty frames: 8 bytes each on the wire
+    assert r.ready == 10_000 and r.allocated >= 10_000 * (8 + 33)
+    held = r.allocated
+    r.pop_all()
+    assert r.allocated <= held - 10_000 * 33   # the frames' bytes objects are the caller's now

@@ -439,3 +439,49 @@ def test_mutated_pickles_give_a_value_or_an_unpickling_error():
             outcomes["error"] += 1
         # Any other exception fails the test, naming the input.
     assert outcomes["value"] > 100 and outcomes["error"] > 1000, outcomes
+
+
+# -- found by an attacker's review ------------------------------------------------------
+
+
+@pytest.mark.parametrize("func, item", [(b"frozenset", b"\x8c\x01a"), (b"set", b"\x8c\x01a"),
+                                        (b"frozenset", b"N"), (b"set", b"K\x05")])
+def test_set_of_a_memoized_list_again_and_again_is_hash_work(func, item):
+    # Seven bytes apply set()/frozenset() to a memoized list of 500,000
+    # items: 74,000 times in 1 MB was ~800 s of CPU.  Each visit is charged.
+    n, reps = 500_000, 74_000
+    payload = (b"\x80\x04\x8c\x08builtins\x8c" + bytes([len(func)]) + func + b"\x93\x940"
+               + b"(" + item + b"2" * (n - 1) + b"l\x940" + b"h\x00h\x01\x85R0" * reps + b"N.")
+    start = time.process_time()
+    refused(payload, "hash_work")
+    assert time.process_time() - start < 5
+    # Once is fine: the list's bytes paid for it.
+    once = payload[:payload.index(b"h\x00h\x01")] + b"h\x00h\x01\x85R."
+    assert len(safe_loads(once)) == 1
+
+
+@pytest.mark.parametrize("payload, name", [
+    (b"cbuiltins\nset\n.", "set"),
+    (b"c__builtin__\nbytearray\n.", "_bytearray"),
+    (b"\x80\x02]q\x00c__builtin__\nset\nq\x01a.", "set"),
+    (b"\x80\x04}\x8c\x08builtins\x8c\x07complex\x93K\x01s.", "complex"),
+])
+def test_a_global_that_is_never_called_is_refused(payload, name):
+    with pytest.raises(UnsafePickle, match=f"{name} \\(a global, not called\\)"):
+        safe_loads(payload)
+    # Called, as pickle.dumps writes them, they load.
+    for protocol in PROTOCOLS:
+        plain = [{1, 2}, frozenset({3}), 1 + 2j, bytearray(b"x"), b"y"]
+        assert same(safe_loads(pickle.dumps(plain, protocol=protocol)), plain)
+
+
+def test_an_invalid_string_escape_is_an_unpickling_error_even_under_w_error():
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for payload in (b"S'\\q'\n.", b"S'a\\\\\\z'\n.", b"S'\\x4'\n.", b"S'a\\'\n."):
+            with pytest.raises(pickle.UnpicklingError):
+                safe_loads(payload)
+        text = "a\\b\n\t'\"\x00\x7f"
+        assert safe_loads(pickle.dumps(text, protocol=0)) == text
+        assert safe_loads(b"S'\\\\q'\n.") == "\\q"

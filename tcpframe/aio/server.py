@@ -35,6 +35,9 @@ DEFAULT_MAX_CONNECTIONS_PER_PEER = 256
 DEFAULT_MAX_BUFFERED = 1 << 20         # bytes received, not yet read, per client
 DEFAULT_MAX_MEMORY = 256 << 20         # the same, and frames in progress, all clients
 
+# At most one walk over every client per this many seconds to keep max_memory.
+_RECOUNT_EVERY = 0.05
+
 # Hosts that mean every interface, IPv6 and IPv4 alike (dual stack).
 _DUAL_STACK_HOSTS = ("::",)
 
@@ -122,6 +125,7 @@ class FrameServer:
         # not when its handler reads, so this is an upper bound, made exact
         # (a walk over every client) only when it passes max_memory.
         self._memory = 0
+        self._next_recount = 0.0   # loop time of the next full count allowed
         self._shed_reply = shed_reply
         self._loop = asyncio.get_running_loop()
         self._server: Optional[asyncio.AbstractServer] = None
@@ -159,8 +163,9 @@ class FrameServer:
 
     @property
     def memory(self) -> int:
-        """Bytes the clients' input holds, as max_memory counts them: whole
-        frames not yet read and frames in progress at their announced size."""
+        """Bytes the clients' input holds, as max_memory counts them: receive
+        buffers, whole frames not yet read (with their bytes objects) and
+        frames in progress at their announced size."""
         total = 0
         for protocol in self._clients:
             total += protocol._commitment()
@@ -410,7 +415,18 @@ class FrameServer:
         protocol._charged = new
         if self._memory <= self.max_memory:  # type: ignore[operator]
             return False
-        return self._shed_for_memory(protocol)
+        now = self._loop.time()
+        if now >= self._next_recount:
+            self._next_recount = now + _RECOUNT_EVERY
+            return self._shed_for_memory(protocol)
+        # Between full counts (a walk over every client: a flood of headers
+        # must not make each receive cost that), the client that went past
+        # the budget goes if it is slow; a client whose frames are whole
+        # waits for the next count, a moment away.
+        if protocol._sheddable():
+            self._shed_memory_hog(protocol)
+            return True
+        return False
 
     def _shed_for_memory(self, protocol: _Protocol) -> bool:
         # Count exactly: the handlers' reads since each connection last
@@ -425,22 +441,27 @@ class FrameServer:
             return False
         # Shed down to 7/8 of the budget, so that a server held at its
         # budget by a flood walks its clients once per eighth of it, not at
-        # every receive.  The largest first, those not keeping up first
-        # (a frame in progress, an idle or unread peer), then the rest:
-        # a frame announced but not sent is the cheapest attack there is.
-        why = (f"the server is short of memory (max_memory={limit} bytes of "
-               "input held for clients)")
-        order = sorted(self._clients, key=lambda c: (not c._sheddable(), -c._charged))
+        # every receive.  Those not keeping up first (a frame in progress, an
+        # idle or unread peer), then the rest; among them, who holds the most
+        # memory it was not sent: a frame announced but not sent is the
+        # cheapest attack there is, and a real upload is mostly received.
+        order = sorted(self._clients, key=lambda c: (
+            not c._sheddable(), -c._unsent(), -c._charged))
         shed_self = False
         for victim in order:
             if self._memory <= limit - limit // 8 or victim._charged == 0:  # type: ignore[operator]
                 break
-            self.shed_count += 1
-            self._warn_shed(why)
-            log.info("%s shed, holding %d bytes: %s", victim.peer, victim._charged, why)
             shed_self |= victim is protocol
-            self._end(victim, f"shed: {why}", f"closed: {why}")
+            self._shed_memory_hog(victim)
         return shed_self
+
+    def _shed_memory_hog(self, victim: _Protocol) -> None:
+        why = (f"the server is short of memory (max_memory={self.max_memory} bytes of "
+               "input held for clients)")
+        self.shed_count += 1
+        self._warn_shed(why)
+        log.info("%s shed, holding %d bytes: %s", victim.peer, victim._charged, why)
+        self._end(victim, f"shed: {why}", f"closed: {why}")
 
     def _schedule_sweep(self) -> None:
         shortest = min(t for t in (self.idle_timeout, self.frame_timeout) if t)
@@ -513,12 +534,13 @@ async def start_server(
         wait, the server stops reading from that peer (one receive may
         overshoot it) until the handler catches up.  A frame larger than
         it still arrives: max_size and frame_timeout bound that one.
-    max_memory: bytes of input held for all clients together: whole frames
-        not yet read (as max_buffered counts them) and every frame in
-        progress at its announced size (a large frame's buffer is taken
-        when its header arrives).  Past it, connections are shed, the
-        largest slow or idle ones first, until 7/8 of it is held.  Without
-        it the worst case is max_connections * (max_size + max_buffered).
+    max_memory: bytes of input held for all clients together: receive
+        buffers, whole frames not yet read (each with its bytes object) and
+        every frame in progress at its announced size (a large frame's
+        buffer is taken when its header arrives).  Past it, connections are
+        shed, the largest slow or idle ones first, until 7/8 of it is held.
+        Without it the worst case is max_connections * (max_size +
+        max_buffered).
     shed_reply(reason) -> bytes: the payload of a last frame sent to a
         connection closed by a budget, for protocols that have an error
         reply (the CLI's average service sends {"error": reason}).  A

@@ -338,16 +338,19 @@ class _Protocol(asyncio.BufferedProtocol):
         return unread
 
     def _commitment(self) -> int:
-        """Memory this connection's input holds, as max_memory counts it:
-        whole frames not yet read (headers included, as max_buffered counts
-        them), and the frame in progress at its announced size, which a
-        large frame's buffer takes as soon as its header is in."""
+        """Memory this connection's input holds, as max_memory counts it
+        (Receiver.allocated): the receive buffer, whole frames not yet read
+        with their bytes objects, and the frame in progress at its announced
+        size, which a large frame's buffer takes as soon as its header is in."""
+        return self._receiver.allocated
+
+    def _unsent(self) -> int:
+        """Bytes of the frame in progress announced and not received yet."""
         receiver = self._receiver
         expected = receiver.expected
-        ready_bytes = receiver.ready_bytes
         if expected is None:
-            expected = receiver.buffered - ready_bytes
-        return ready_bytes + _HEADER_SIZE * receiver.ready + expected
+            return 0
+        return expected - (receiver.buffered - receiver.ready_bytes)
 
     def _unread(self) -> int:
         """Bytes received, not yet read, as max_buffered counts them: the
