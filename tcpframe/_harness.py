@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from ._tcpframe import encode_frame
 
@@ -38,9 +38,27 @@ def connect(address: Address, timeout: float = 5.0, rcvbuf: Optional[int] = None
     return sock
 
 
+def _check_socket(sock: Any, caller: str) -> None:
+    # Said here, not as an AttributeError from deep inside.
+    if not isinstance(sock, socket.socket):
+        raise TypeError(f"{caller}() needs a connected socket.socket as its first argument, "
+                        f"not {type(sock).__name__}")
+
+
+def _check_bytes(data: Any, caller: str, what: str = "data") -> None:
+    try:
+        memoryview(data)
+    except TypeError:
+        hint = " (encode text first: text.encode())" if isinstance(data, str) else ""
+        raise TypeError(f"{caller}() needs {what} as bytes (or another bytes-like object), "
+                        f"not {type(data).__name__}{hint}") from None
+
+
 def trickle(sock: socket.socket, data: bytes, chunk: int = 1, delay: float = 0.01) -> None:
     """Send data `chunk` bytes at a time, pausing `delay` s between pieces,
     with TCP_NODELAY so each piece really leaves alone."""
+    _check_socket(sock, "trickle")
+    _check_bytes(data, "trickle")
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     for i in range(0, len(data), chunk):
         sock.sendall(data[i : i + chunk])
@@ -50,16 +68,19 @@ def trickle(sock: socket.socket, data: bytes, chunk: int = 1, delay: float = 0.0
 
 def coalesce(sock: socket.socket, frames: Iterable[bytes]) -> None:
     """Send several payloads, each framed, in one send: they arrive together."""
+    _check_socket(sock, "coalesce")
     sock.sendall(b"".join(encode_frame(f) for f in frames))
 
 
 def half_close(sock: socket.socket) -> None:
     """Shut down our sending side: the peer reads EOF but may still reply."""
+    _check_socket(sock, "half_close")
     sock.shutdown(socket.SHUT_WR)
 
 
 def reset(sock: socket.socket) -> None:
     """Close with RST instead of FIN (SO_LINGER 0): an abrupt disconnect."""
+    _check_socket(sock, "reset")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
 
@@ -67,6 +88,7 @@ def reset(sock: socket.socket) -> None:
 def slow_reader(sock: socket.socket, n: int, chunk: int = 1, delay: float = 0.01) -> bytes:
     """Read n bytes, `chunk` at a time with pauses: a peer whose window is
     nearly always full.  Returns what was read (less if the peer closed)."""
+    _check_socket(sock, "slow_reader")
     got = bytearray()
     while len(got) < n:
         piece = sock.recv(min(chunk, n - len(got)))

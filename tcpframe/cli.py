@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import threading
-from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
+from typing import Any, Awaitable, Callable, Dict, Iterator, Optional, Sequence, Tuple
 
 from . import __version__, aio
 from . import average as average_service
@@ -32,8 +32,10 @@ def print_reply(address: Tuple[Any, ...], request: Any, reply: Any) -> None:
     say("server", f"{address_text(address)}: asked about {request}, replying {reply}")
 
 
-SERVICES = {"average": average_service.handle, "echo": echo_service.handle}
-ASYNC_SERVICES = {"average": average_service.handle_async, "echo": echo_service.handle_async}
+SERVICES: Dict[str, Callable[..., None]] = {
+    "average": average_service.handle, "echo": echo_service.handle}
+ASYNC_SERVICES: Dict[str, Callable[..., Awaitable[None]]] = {
+    "average": average_service.handle_async, "echo": echo_service.handle_async}
 # The largest request each service accepts by default: what one frame may
 # cost the server (--max-size changes it).
 SERVICE_MAX_SIZE = {"average": average_service.MAX_REQUEST, "echo": 1 << 20}
@@ -56,6 +58,7 @@ class CommandError(Exception):
 
 def number(text: str) -> float:
     """argparse type: an int or a finite float, as the user typed it."""
+    value: float
     try:
         value = int(text)
     except ValueError:

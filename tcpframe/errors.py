@@ -49,7 +49,7 @@ class FrameError(_Detailed, ValueError):
     close the connection.
     """
 
-    _fields = ("header",)
+    _fields: Tuple[str, ...] = ("header",)
 
     def __init__(self, message: str, header: Optional[bytes] = None) -> None:
         super().__init__(message)

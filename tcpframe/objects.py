@@ -25,7 +25,7 @@ from .safe_pickle import (
 
 __all__ = [
     "send_object", "read_object", "SafeUnpickler", "UnsafePickle", "PickleLimits",
-    "PickleTooComplex", "CODECS", "JSON_MAX_DEPTH",
+    "PickleTooComplex", "CODECS", "JSON_MAX_DEPTH", "LimitsArg",
 ]
 
 CODECS = ("json", "pickle")

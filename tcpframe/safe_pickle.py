@@ -1,3 +1,5 @@
+# mypy: disable-error-code="assignment,var-annotated,arg-type,attr-defined"
+# (mypy: an interpreter loop, where one variable holds whatever an opcode built.)
 """Unpickling restricted to plain data, for pickles from a peer.
 
 Unpickling runs code chosen by whoever made the pickle, and over a socket

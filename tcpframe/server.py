@@ -92,6 +92,9 @@ class Server:
         max_size: int = MAX_SIZE,
         backlog: int = 128,
     ) -> None:
+        if not callable(handler):
+            raise TypeError(f"Server needs a handler(conn, address) function, not "
+                            f"{type(handler).__name__}")
         self._handler = handler
         self._max_size = max_size
         self._client_timeout = client_timeout

@@ -149,7 +149,7 @@ class FrameServer:
 
     @property
     def sockets(self) -> Tuple[socket.socket, ...]:
-        return tuple(self._server.sockets) if self._server is not None else ()
+        return tuple(self._server.sockets) if self._server is not None else ()  # type: ignore[attr-defined]
 
     @property
     def address(self) -> Tuple[Any, ...]:
@@ -549,6 +549,9 @@ async def start_server(
     The process's soft limit of open files is raised to its hard limit
     (the hard limit is left as it is).
     """
+    if not callable(handler):
+        raise TypeError(f"start_server needs an async handler(stream) function, not "
+                        f"{type(handler).__name__}")
     _raise_open_files_limit()
     server = FrameServer(handler, max_size, idle_timeout=idle_timeout,
                          frame_timeout=frame_timeout, max_connections=max_connections,

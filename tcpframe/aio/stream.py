@@ -83,7 +83,7 @@ class _Protocol(asyncio.BufferedProtocol):
             except Exception:
                 # A bug of ours must not orphan the socket: no task would
                 # serve it and nothing would close it.
-                transport.abort()
+                transport.abort()  # type: ignore[attr-defined]
                 raise
 
     def get_buffer(self, sizehint: int) -> Any:
@@ -612,8 +612,8 @@ class FrameStream:
                 protocol._flush(again=True)
             # Two write()s, not writelines(): before 3.12 it joins (copies)
             # them, and 3.12's skips flow control (no pause_writing()).
-            transport.write(header)
-            transport.write(data)
+            transport.write(header)  # type: ignore[union-attr]
+            transport.write(data)  # type: ignore[union-attr]
         else:
             protocol._write(encode_frame(data))
         if protocol._write_paused or protocol._lost:
@@ -758,7 +758,7 @@ async def open_connection(host: Optional[str] = None, port: Optional[int] = None
     # Made before connecting: a bad max_size raises here, where no socket
     # exists yet (create_connection leaks the connected one if the factory raises).
     protocol = _Protocol(max_size)
-    await loop.create_connection(lambda: protocol, host, port, **kwargs)
+    await loop.create_connection(lambda: protocol, host, port, **kwargs)  # type: ignore[arg-type]
     assert protocol.stream is not None
     return protocol.stream
 
