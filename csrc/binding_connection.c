@@ -338,7 +338,10 @@ send_with_waiting(Connection *c, Stream *s, struct iovec *iov, int cnt, transfer
     iov[0].iov_base = c->out.data;
     iov[0].iov_len = waiting;
     size_t done = 0;
-    tf_status status = stream_send(s, iov, cnt, &done);
+    /* Nothing waiting: no piece at all (a wrapped socket's copy loop must
+     * not memcpy from a NULL buffer, even 0 bytes). */
+    int skip = waiting == 0;
+    tf_status status = stream_send(s, iov + skip, cnt - skip, &done);
     t->done += done;
     size_t from_buffer = done < waiting ? done : waiting;
     if (status == TF_OK) {
