@@ -21,8 +21,10 @@ SOURCES = [
     "csrc/frame_header.c",
     "csrc/frame_io.c",
     "csrc/frame_decoder.c",
+    "csrc/frame_outbuf.c",
 ]
-HEADERS = ["csrc/binding.h", "csrc/binding_types.h", "csrc/frame_header.h", "csrc/frame_io.h", "csrc/frame_decoder.h"]
+HEADERS = ["csrc/binding.h", "csrc/binding_types.h", "csrc/frame_header.h", "csrc/frame_io.h", "csrc/frame_decoder.h",
+           "csrc/frame_outbuf.h"]
 
 
 def flags():

@@ -115,11 +115,17 @@ typedef struct {
     size_t prefix_len;        /* (a frame's header, when the payload failed) */
     const char *rest;         /* received: the done - prefix_len bytes after it */
     int kept;                 /* a Connection keeps the bytes: retry is safe */
+    int counts_frames;        /* sent: `frames` counts whole frames that left */
+    size_t frames;            /* (a Connection's write buffer, send_many()) */
+    const char *advice;       /* sent: what now, instead of the default words */
 } Progress;
 
 /* Raise what a failed receive or send means: ConnectionClosed (.partial),
  * TransferTimeout (.partial or .sent), OSError; TF_ABORTED means a Python
- * exception is already set, which gets a note of the progress (3.11+). */
+ * exception is already set, which gets a note of the progress (3.11+).
+ * A send that counts frames gives every exception it raises .sent and
+ * .frames_sent (TransferTimeout has them anyway): an OSError or a signal
+ * handler's exception cut a batch of frames just as exactly. */
 void raise_recv_failure(Stream *s, tf_status status, const Progress *p);
 void raise_send_failure(Stream *s, tf_status status, const Progress *p);
 

@@ -1,4 +1,5 @@
-/* tcpframe.Connection: a socket plus a receive buffer (frame_decoder.c).
+/* tcpframe.Connection: a socket plus a receive buffer (frame_decoder.c) and,
+ * optionally, a write buffer (frame_outbuf.c).
  *
  * One recv() may carry many frames, so a stream of small frames costs one
  * system call per batch rather than two per frame; a large payload is
@@ -7,20 +8,36 @@
  * loses received bytes: after a timeout or a signal they stay buffered (and
  * are reported in .partial), and the next read carries on from them.
  *
+ * With write_buffer=N, sends collect whole frames in N bytes that leave in
+ * one call: when the next frame would not fit, on flush(), on close(), and
+ * before any read touches the socket -- so a request is on the wire before
+ * its answer is waited for.  Every send that does touch the socket sends
+ * what is waiting first, in the same vectored call (a frame sent after a
+ * flush never sits behind it waiting for Nagle).  What a failed send did not
+ * move stays waiting, so it can still be finished without sending a byte
+ * twice.
+ *
  * Threads and re-entrancy, as io.BufferedReader/Writer do it: one lock per
  * direction, so one thread may read while another sends; a second reader
  * (or sender) waits for the first; the same thread coming back in (a signal
  * handler, a wrapped socket's recv_into) gets RuntimeError.  The decoder is
- * touched only by the holder of the read lock.  close() never frees what a
- * call in progress uses: it wakes such calls (shutdown) and leaves closing
- * the socket -- and so releasing its file descriptor number for reuse -- to
- * the last of them. */
+ * touched only by the holder of the read lock, the write buffer only by the
+ * holder of the send lock (or, to append, under the GIL while nobody holds
+ * it).  A read that must send what is waiting takes the send lock too --
+ * read lock first, send lock second, and the second only if it is free: a
+ * sender never waits for the read lock, and a read never waits for a send.
+ * A send in progress needs no help: while a read is in progress, senders
+ * send everything waiting rather than append to it (see wants_direct).
+ * close() never frees what a call in progress uses: it wakes such calls
+ * (shutdown) and leaves closing the socket -- and so releasing its file
+ * descriptor number for reuse -- to the last of them. */
 #include "binding_types.h"
 
 #include <string.h>
 #include <sys/socket.h>
 
 #include "frame_decoder.h"
+#include "frame_outbuf.h"
 #include "pythread.h"
 
 /* Read-ahead per recv(): many small frames per system call. */
@@ -45,6 +62,7 @@ typedef struct {
     module_state *st;        /* alive as long as our type, which we hold */
     Py_ssize_t max_size;
     tf_decoder dec;
+    tf_outbuf out;           /* frames waiting to be sent; capacity 0: none */
     call_lock reading, sending;
     int users;               /* calls between enter() and leave() */
     int closed;              /* close() was called */
@@ -86,6 +104,7 @@ static int
 finish_close(Connection *c)
 {
     tf_decoder_free(&c->dec);
+    tf_outbuf_free(&c->out);
     PyObject *sock = c->sock;
     if (sock == NULL) {
         return 0;
@@ -192,6 +211,216 @@ leave(Connection *c, call_lock *l, PyObject *result, const char *method)
     return result;
 }
 
+/* ----------------------------------------------------- the write buffer */
+
+/* One call's sending, for the progress its exception reports: the frames
+ * that were waiting in the write buffer when it began, then its own bytes.
+ * A call may send in several batches (send_many); `done` counts across
+ * them, the waiting bytes first. */
+typedef struct {
+    size_t waited;              /* bytes waiting when the call began */
+    size_t waited_frames;       /* ... and the frames that end among them */
+    const char *own_what;       /* the call's own bytes, after "the": "frame" */
+    const char *own_name;       /* ... standing alone: "this call's frame" */
+    size_t own_size;            /* 0 and NULL names: a flush, nothing of its own */
+    int own_is_frame;           /* one frame (else views, or unframed data) */
+    const Py_buffer *views;     /* send_many()'s frames, to count whole ones */
+    Py_ssize_t nviews;
+    int closing;                /* close(): what does not leave is dropped */
+    size_t done;
+} transfer;
+
+static transfer
+transfer_of(Connection *c, const char *own_what, const char *own_name, size_t own_size)
+{
+    return (transfer){.waited = c->out.len, .waited_frames = c->out.frames,
+                      .own_what = own_what, .own_name = own_name, .own_size = own_size};
+}
+
+/* How many of the call's own frames end within its first n bytes; *boundary
+ * says whether n falls between two of them (or at either end). */
+static size_t
+own_frames_within(const transfer *t, size_t n, int *boundary)
+{
+    if (t->views == NULL) {
+        *boundary = n == 0 || (t->own_is_frame && n == t->own_size);
+        return t->own_is_frame && n == t->own_size ? 1 : 0;
+    }
+    size_t at = 0, frames = 0;
+    for (Py_ssize_t i = 0; i < t->nviews; i++) {
+        size_t end = at + TF_HEADER_SIZE + (size_t)t->views[i].len;
+        if (end > n) {
+            break;
+        }
+        frames++;
+        at = end;
+    }
+    *boundary = at == n;
+    return frames;
+}
+
+/* A send of the call failed: raise, saying how far it got in the waiting
+ * frames and in its own bytes.  `rest` waiting bytes did not leave; they
+ * stay waiting unless `dropped`. */
+static void
+raise_transfer_failure(Stream *s, tf_status status, const transfer *t, size_t frames_waited,
+                       size_t rest, int dropped)
+{
+    char what[160], advice[320];
+    int boundary = 1;
+    size_t own_done = t->done > t->waited ? t->done - t->waited : 0;
+    size_t frames = frames_waited + own_frames_within(t, own_done, &boundary);
+    const char *what_p = what;
+    if (t->waited == 0) {
+        what_p = t->own_what;
+    }
+    else if (t->own_what == NULL) {
+        PyOS_snprintf(what, sizeof what, "frames waiting in the write buffer");
+    }
+    else {
+        PyOS_snprintf(what, sizeof what, "frames waiting in the write buffer and %s",
+                      t->own_name);
+    }
+    const char *advice_p = advice;
+    if (s->send_unknown) {
+        /* The words after "...the stream may no longer be on a frame boundary: " */
+        if (rest > 0) {
+            PyOS_snprintf(advice, sizeof advice, "close the connection (the other %zu bytes "
+                          "of the write buffer were dropped: sending them could repeat "
+                          "bytes)", rest);
+        }
+        else {
+            advice_p = NULL;
+        }
+    }
+    else if (rest > 0 && dropped) {
+        PyOS_snprintf(advice, sizeof advice, "close() dropped the other %zu bytes of the "
+                      "write buffer", rest);
+    }
+    else if (rest > 0) {
+        PyOS_snprintf(advice, sizeof advice, "the other %zu bytes stay in the write buffer "
+                      "(.unsent) and go out first with the next send, read or flush()%s%s%s",
+                      rest, t->own_name ? "; nothing of " : "",
+                      t->own_name ? t->own_name : "", t->own_name ? " was sent" : "");
+    }
+    else if (t->own_name == NULL || t->done == 0) {
+        advice_p = NULL;        /* the default words fit */
+    }
+    else if (own_done == 0) {
+        PyOS_snprintf(advice, sizeof advice, "every frame waiting in the write buffer left; "
+                      "nothing of %s was sent, so the stream is on a frame boundary and the "
+                      "call may be retried", t->own_name);
+    }
+    else if (boundary && t->views != NULL) {
+        PyOS_snprintf(advice, sizeof advice, "the stream is on a frame boundary: the first "
+                      "%zu of the %zd frames passed to send_many() left, the others did not",
+                      frames - frames_waited, t->nviews);
+    }
+    else {
+        advice_p = "the stream is no longer on a frame boundary: close the connection";
+    }
+    raise_send_failure(s, status, &(Progress){
+        .what = what_p, .done = t->done, .expected = (Py_ssize_t)(t->waited + t->own_size),
+        .counts_frames = 1, .frames = frames, .advice = advice_p});
+}
+
+/* One vectored send, with the send lock held: what is waiting in the write
+ * buffer, then iov[1 .. cnt) -- the call's own bytes; iov[0] is ours.
+ * What left is dropped from the buffer whatever happens, so nothing is sent
+ * twice; on failure the rest stays waiting -- unless close() is sending it,
+ * or a wrapped socket's sendall() failed (it does not say how much of its
+ * data left: sending the rest again could repeat bytes) -- and the
+ * exception says how far the call got.  Returns 0, or -1 with it set. */
+static int
+send_with_waiting(Connection *c, Stream *s, struct iovec *iov, int cnt, transfer *t)
+{
+    size_t waiting = c->out.len;
+    iov[0].iov_base = c->out.data;
+    iov[0].iov_len = waiting;
+    size_t done = 0;
+    /* Nothing waiting: no piece at all (a wrapped socket's copy loop must
+     * not memcpy from a NULL buffer, even 0 bytes). */
+    int skip = waiting == 0;
+    tf_status status = stream_send(s, iov + skip, cnt - skip, &done);
+    t->done += done;
+    size_t from_buffer = done < waiting ? done : waiting;
+    if (status == TF_OK) {
+        tf_outbuf_consume(&c->out, waiting);
+        return 0;
+    }
+    /* Only a call's first send finds frames waiting: any later one finds
+     * them all gone (or the call would have ended). */
+    size_t frames_waited = from_buffer < waiting ? tf_outbuf_frames_within(&c->out, from_buffer)
+                                                 : t->waited_frames;
+    int dropped = t->closing || s->send_unknown;
+    tf_outbuf_consume(&c->out, dropped ? waiting : from_buffer);
+    raise_transfer_failure(s, status, t, frames_waited, waiting - from_buffer, dropped);
+    return -1;
+}
+
+/* Send everything waiting, with the send lock held.  `before` names what
+ * the call will do once that is done ("this call's frame"), for the
+ * exception to say that it was not done. */
+static int
+flush_locked(Connection *c, Stream *s, int closing, const char *before)
+{
+    if (c->out.len == 0) {
+        return 0;
+    }
+    transfer t = transfer_of(c, NULL, before, 0);
+    t.closing = closing;
+    struct iovec iov[1];
+    return send_with_waiting(c, s, iov, 1, &t);
+}
+
+/* Whether a send must go to the socket now rather than join the buffer: a
+ * read is in progress.  It may be about to wait for the answer to this very
+ * frame -- a reader thread blocked in recv() while others send -- and it
+ * will not come back to send it.  (A read that starts later sends what is
+ * waiting itself, before it touches the socket.) */
+static int
+wants_direct(Connection *c)
+{
+    return c->reading.owner != 0;
+}
+
+/* Before a read touches the socket, with the read lock held and s open:
+ * send what is waiting, so that no request sits in our buffer while we wait
+ * for its answer.  If the send lock is taken, a send is in progress (another
+ * thread's, or this thread's that a signal handler or a wrapped socket's
+ * method interrupted) and it sends everything waiting, seeing that a read
+ * is in progress: the read neither waits for it nor does its work.  A flush
+ * that fails fails the read, with the flush's progress. */
+static int
+flush_before_read(Connection *c, Stream *s)
+{
+    if (c->out.len == 0 || c->sending.owner != 0 ||
+        !PyThread_acquire_lock(c->sending.lock, NOWAIT_LOCK)) {
+        return 0;
+    }
+    c->sending.owner = PyThread_get_thread_ident();
+    int r = flush_locked(c, s, 0, NULL);
+    c->sending.owner = 0;
+    PyThread_release_lock(c->sending.lock);
+    return r;
+}
+
+/* Open the socket for a read, after sending what is waiting.  One stream,
+ * so the flush and the read share the socket's one deadline. */
+static int
+open_for_read(Connection *c, Stream *s)
+{
+    int use = c->out.len > 0 ? FOR_RECV | FOR_SEND : FOR_RECV;
+    if (stream_open(s, c->st, c->sock, use) < 0) {
+        return -1;
+    }
+    if (flush_before_read(c, s) < 0) {
+        stream_close(s);
+        return -1;
+    }
+    return 0;
+}
+
 /* -------------------------------------------------------------- reading */
 
 /* A read failed; what arrived of the current item is in the buffer, and
@@ -294,7 +523,7 @@ read_frame_locked(Connection *c, Py_ssize_t max_size, int eof_ok, const char *me
             break;
         }
         if (!opened) {
-            if (stream_open(&s, c->st, c->sock, FOR_RECV) < 0) {
+            if (open_for_read(c, &s) < 0) {
                 break;
             }
             opened = 1;
@@ -391,7 +620,7 @@ receive_exact(Connection *c, char *buf, size_t n)
         return 0;
     }
     Stream s;
-    if (stream_open(&s, c->st, c->sock, FOR_RECV) < 0) {
+    if (open_for_read(c, &s) < 0) {
         put_back(c, NULL, 0, buf, take);
         return -1;
     }
@@ -411,6 +640,47 @@ receive_exact(Connection *c, char *buf, size_t n)
 
 /* -------------------------------------------------------------- sending */
 
+/* The frame joins the write buffer: 0, or -1 with MemoryError (the buffer's
+ * memory is allocated at its first frame). */
+static int
+buffer_frame(Connection *c, const char *data, Py_ssize_t len)
+{
+    if (tf_outbuf_add(&c->out, data, (size_t)len) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    return 0;
+}
+
+/* A frame on a Connection with a write buffer, the send lock held and s
+ * open: into the buffer if it fits (after sending what is waiting, if that
+ * makes room); with what is waiting, in one call, if it never fits or a
+ * read is in progress. */
+static int
+send_frame_buffered(Connection *c, Stream *s, const char *data, Py_ssize_t len)
+{
+    for (;;) {
+        if (!wants_direct(c) && tf_outbuf_fits(&c->out, (size_t)len)) {
+            return buffer_frame(c, data, len);
+        }
+        if (wants_direct(c) || c->out.len == 0) {
+            unsigned char header[TF_HEADER_SIZE];
+            tf_encode_header((size_t)len, header);      /* len was checked */
+            struct iovec iov[3] = {{NULL, 0}, {header, TF_HEADER_SIZE},
+                                   {(void *)data, (size_t)len}};
+            transfer t = transfer_of(c, "frame", "this call's frame",
+                                     TF_HEADER_SIZE + (size_t)len);
+            t.own_is_frame = 1;
+            return send_with_waiting(c, s, iov, 3, &t);
+        }
+        /* It would fit once what is waiting has gone.  If that fails, this
+         * frame is neither sent nor buffered: the exception says so. */
+        if (flush_locked(c, s, 0, "this call's frame") < 0) {
+            return -1;
+        }
+    }
+}
+
 PyObject *
 connection_send_frame(PyObject *conn, const char *data, Py_ssize_t len)
 {
@@ -419,13 +689,29 @@ connection_send_frame(PyObject *conn, const char *data, Py_ssize_t len)
         raise_too_large_to_send(c->st, len);
         return NULL;
     }
+    /* The natural loop's common case, a small frame joining the write
+     * buffer, takes no lock, as a read of a buffered frame takes none: it
+     * releases no GIL and runs no Python code, so the GIL alone makes it
+     * atomic.  A send in progress (its owner set before it can release the
+     * GIL or run Python code) or a read in progress takes the locked path. */
+    if (!c->closed && c->sending.owner == 0 && !wants_direct(c) &&
+        tf_outbuf_fits(&c->out, (size_t)len)) {
+        return buffer_frame(c, data, len) < 0 ? NULL : Py_NewRef(Py_None);
+    }
     if (enter(c, &c->sending, "send_bytes") < 0) {
         return NULL;
     }
-    Stream s;
     PyObject *result = NULL;
+    if (!wants_direct(c) && tf_outbuf_fits(&c->out, (size_t)len)) {
+        if (buffer_frame(c, data, len) == 0) {
+            result = Py_NewRef(Py_None);
+        }
+        return leave(c, &c->sending, result, "send_bytes");
+    }
+    Stream s;
     if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
-        int r = send_frame_on(&s, data, len);
+        int r = c->out.cap > 0 ? send_frame_buffered(c, &s, data, len)
+                               : send_frame_on(&s, data, len);
         stream_close(&s);
         if (r == 0) {
             result = Py_NewRef(Py_None);
@@ -434,26 +720,26 @@ connection_send_frame(PyObject *conn, const char *data, Py_ssize_t len)
     return leave(c, &c->sending, result, "send_bytes");
 }
 
-/* Send the frames views[0..count) in one vectored call: headers and small
- * payloads copied side by side into one staging block, large payloads by
- * reference.  Returns -1 with an exception set on failure. */
+/* Send the frames views[0..count) in one vectored call, after what is
+ * waiting in the write buffer: headers and small payloads copied side by
+ * side into one staging block, large payloads by reference.  Returns -1
+ * with an exception set on failure. */
 static int
-send_batch(Stream *s, const Py_buffer *views, Py_ssize_t count, size_t *done,
-           Py_ssize_t expected)
+send_batch(Connection *c, Stream *s, const Py_buffer *views, Py_ssize_t count, transfer *t)
 {
     size_t staged = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         staged += TF_HEADER_SIZE + (views[i].len <= COPY_MAX ? (size_t)views[i].len : 0);
     }
     unsigned char *block = PyMem_Malloc(staged);
-    struct iovec *iov = PyMem_Malloc(sizeof(struct iovec) * (size_t)(2 * count + 1));
+    struct iovec *iov = PyMem_Malloc(sizeof(struct iovec) * (size_t)(2 * count + 2));
     if (block == NULL || iov == NULL) {
         PyMem_Free(block);
         PyMem_Free(iov);
         PyErr_NoMemory();
         return -1;
     }
-    int cnt = 0;
+    int cnt = 1;                /* iov[0]: what is waiting */
     size_t at = 0, run_start = 0;
     for (Py_ssize_t i = 0; i < count; i++) {
         /* Sizes were checked on these very views, which pin them; a codec
@@ -481,29 +767,42 @@ send_batch(Stream *s, const Py_buffer *views, Py_ssize_t count, size_t *done,
         iov[cnt].iov_base = block + run_start;
         iov[cnt++].iov_len = at - run_start;
     }
-    tf_status status = stream_send(s, iov, cnt, done);
+    int r = send_with_waiting(c, s, iov, cnt, t);
     PyMem_Free(block);
     PyMem_Free(iov);
-    if (status != TF_OK) {
-        raise_send_failure(s, status, &(Progress){.what = "frames passed to send_many()",
-                                                  .done = *done, .expected = expected});
-        return -1;
-    }
-    return 0;
+    return r;
 }
 
-/* Send frames, with the send lock held and every view pinned. */
+/* Send frames, with the send lock held and every view pinned: into the
+ * write buffer if they all fit and no read is in progress, else after what
+ * is waiting, BATCH frames per system call. */
 static int
 send_views_locked(Connection *c, const Py_buffer *views, Py_ssize_t n, Py_ssize_t total)
 {
+    if (!wants_direct(c) && (size_t)total <= c->out.cap - c->out.len) {
+        for (Py_ssize_t i = 0; i < n; i++) {
+            /* Only the first frame can fail (the memory is allocated then):
+             * all or nothing. */
+            if (buffer_frame(c, views[i].buf, views[i].len) < 0) {
+                return -1;
+            }
+        }
+        return 0;
+    }
     Stream s;
     if (stream_open(&s, c->st, c->sock, FOR_SEND) < 0) {
         return -1;
     }
-    size_t sent = 0;
+    transfer t = transfer_of(c, "frames passed to send_many()",
+                             "the frames passed to send_many()", (size_t)total);
+    t.views = views;
+    t.nviews = n;
     int r = 0;
     for (Py_ssize_t lo = 0; lo < n && r == 0; lo += BATCH) {
-        r = send_batch(&s, views + lo, n - lo < BATCH ? n - lo : BATCH, &sent, total);
+        r = send_batch(c, &s, views + lo, n - lo < BATCH ? n - lo : BATCH, &t);
+    }
+    if (n == 0 && c->out.len > 0) {
+        r = flush_locked(c, &s, 0, NULL);
     }
     stream_close(&s);
     return r;
@@ -568,12 +867,13 @@ done:
 static PyObject *
 connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"sock", "max_size", NULL};
-    PyObject *sock, *max_size_obj = NULL;
-    Py_ssize_t max_size;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$O:Connection", kwlist, &sock,
-                                     &max_size_obj) ||
-        max_size_arg(max_size_obj, (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0) {
+    static char *kwlist[] = {"sock", "max_size", "write_buffer", NULL};
+    PyObject *sock, *max_size_obj = NULL, *write_buffer_obj = NULL;
+    Py_ssize_t max_size, write_buffer;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O|$OO:Connection", kwlist, &sock,
+                                     &max_size_obj, &write_buffer_obj) ||
+        max_size_arg(max_size_obj, (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0 ||
+        size_arg(write_buffer_obj, "write_buffer", 0, &write_buffer) < 0) {
         return NULL;
     }
     module_state *st = state_from_type(type, connection_new);
@@ -594,6 +894,7 @@ connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     c->st = st;
     c->max_size = max_size;
     tf_decoder_init(&c->dec, (size_t)max_size);
+    tf_outbuf_init(&c->out, (size_t)write_buffer);
     c->reading.lock = PyThread_allocate_lock();
     c->sending.lock = PyThread_allocate_lock();
     c->reading.doing = "reading";
@@ -621,13 +922,42 @@ connection_clear(Connection *c)
     return 0;
 }
 
+/* Frames still waiting when the Connection is collected: warn, as an
+ * unclosed file does, and drop them.  Not sent, unlike io.BufferedWriter's
+ * flush on collection: a finalizer runs wherever the garbage collector
+ * happens to run -- any thread, any moment, interpreter shutdown -- and a
+ * send there could block for as long as the peer does not read, or run a
+ * wrapped socket's Python code in that state; and its error could only be
+ * printed.  close(), flush() or `with` send them where errors can be had. */
+static void
+connection_finalize(Connection *c)
+{
+    if (c->closed || c->out.len == 0) {
+        return;
+    }
+    PyObject *pending = take_exception();
+    if (PyErr_ResourceWarning((PyObject *)c, 1,
+                              "unclosed tcpframe Connection with %zu frame(s) (%zu bytes) "
+                              "never sent: they are dropped; close() or flush() it, or use "
+                              "`with`", c->out.frames, c->out.len) < 0) {
+        PyErr_WriteUnraisable((PyObject *)c);
+    }
+    if (pending != NULL) {
+        put_exception(pending);
+    }
+}
+
 static void
 connection_dealloc(Connection *c)
 {
+    if (PyObject_CallFinalizerFromDealloc((PyObject *)c) < 0) {
+        return;             /* the warning's code resurrected it */
+    }
     PyTypeObject *type = Py_TYPE(c);
     PyObject_GC_UnTrack(c);
     connection_clear(c);
     tf_decoder_free(&c->dec);
+    tf_outbuf_free(&c->out);
     if (c->reading.lock != NULL) {
         PyThread_free_lock(c->reading.lock);
     }
@@ -682,7 +1012,7 @@ c_receive_all(Connection *c, PyObject *arg)
     }
     else {
         Stream s;
-        if (stream_open(&s, c->st, c->sock, FOR_RECV) == 0) {
+        if (open_for_read(c, &s) == 0) {
             result = take_then_receive(c, &s, 0, (size_t)n, n, "data");
             stream_close(&s);
         }
@@ -718,7 +1048,15 @@ c_send_all(Connection *c, PyObject *data)
     if (enter(c, &c->sending, "send_all") == 0) {
         Stream s;
         if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
-            int r = send_all_on(&s, view.buf, view.len);
+            int r;
+            if (c->out.len == 0) {
+                r = send_all_on(&s, view.buf, view.len);
+            }
+            else {      /* unframed bytes are never buffered: after the frames */
+                struct iovec iov[2] = {{NULL, 0}, {view.buf, (size_t)view.len}};
+                transfer t = transfer_of(c, "data", "this call's data", (size_t)view.len);
+                r = send_with_waiting(c, &s, iov, 2, &t);
+            }
             stream_close(&s);
             if (r == 0) {
                 result = Py_NewRef(Py_None);
@@ -741,11 +1079,68 @@ c_fileno(Connection *c, PyObject *unused)
 }
 
 static PyObject *
+c_flush(Connection *c, PyObject *unused)
+{
+    (void)unused;
+    if (enter(c, &c->sending, "flush") < 0) {
+        return NULL;
+    }
+    PyObject *result = NULL;
+    Stream s;
+    if (c->out.len == 0) {
+        result = Py_NewRef(Py_None);
+    }
+    else if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
+        if (flush_locked(c, &s, 0, NULL) == 0) {
+            result = Py_NewRef(Py_None);
+        }
+        stream_close(&s);
+    }
+    return leave(c, &c->sending, result, "flush");
+}
+
+/* close()'s first step: send what is waiting, if no send is in progress
+ * (one that is -- another thread's, or the one a signal handler calling
+ * close() interrupted -- is cut short by the close and says so itself).
+ * What does not leave is dropped; -1 with the exception set if anything
+ * failed. */
+static int
+flush_for_close(Connection *c)
+{
+    if (c->closed || c->out.len == 0 || c->sending.owner != 0 ||
+        !PyThread_acquire_lock(c->sending.lock, NOWAIT_LOCK)) {
+        return 0;
+    }
+    c->sending.owner = PyThread_get_thread_ident();
+    c->users++;             /* no close() meanwhile may free what we send */
+    Stream s;
+    int r = -1;
+    if (stream_open(&s, c->st, c->sock, FOR_SEND) == 0) {
+        r = flush_locked(c, &s, 1, NULL);
+        stream_close(&s);
+    }
+    c->sending.owner = 0;
+    PyThread_release_lock(c->sending.lock);
+    c->users--;
+    if (r < 0 && c->closed && PyErr_ExceptionMatches(PyExc_OSError)) {
+        raise_closed_during("close");   /* another close() cut the flush short */
+    }
+    return r;
+}
+
+static PyObject *
 c_close(Connection *c, PyObject *unused)
 {
     (void)unused;
+    /* As io.BufferedWriter.close(): a failed flush is raised, but the
+     * socket is closed all the same. */
+    PyObject *flush_error = flush_for_close(c) < 0 ? take_exception() : NULL;
     c->closed = 1;
     if (c->sock == NULL) {
+        if (flush_error != NULL) {
+            put_exception(flush_error);
+            return NULL;
+        }
         Py_RETURN_NONE;
     }
     int failed = 0;
@@ -761,6 +1156,16 @@ c_close(Connection *c, PyObject *unused)
             PyErr_Clear();
             put_exception(pending);
         }
+    }
+    if (flush_error != NULL) {
+        if (failed) {       /* as `try: flush() finally: close()` would chain them */
+            PyObject *later = take_exception();
+            PyException_SetContext(later, flush_error);
+            put_exception(later);
+            return NULL;
+        }
+        put_exception(flush_error);
+        return NULL;
     }
     if (failed) {
         return NULL;
@@ -845,31 +1250,61 @@ get_max_size(Connection *c, void *closure)
     return PyLong_FromSsize_t(c->max_size);
 }
 
+static PyObject *
+get_write_buffer(Connection *c, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSize_t(c->out.cap);
+}
+
+static PyObject *
+get_unsent(Connection *c, void *closure)
+{
+    (void)closure;
+    return PyLong_FromSize_t(c->out.len);
+}
+
 static PyMethodDef connection_methods[] = {
     {"read_bytes", (PyCFunction)(void (*)(void))c_read_bytes, METH_FASTCALL | METH_KEYWORDS,
      "read_bytes($self, /, *, max_size=None)\n--\n\n"
      "Receive one frame's payload.  Frames already buffered cost no system\n"
      "call; max_size None (the default) means the Connection's own."},
     {"send_bytes", (PyCFunction)c_send_bytes, METH_O,
-     "send_bytes($self, data, /)\n--\n\nSend data as one frame (one system call)."},
+     "send_bytes($self, data, /)\n--\n\n"
+     "Send data as one frame: one system call, or with write_buffer, into the\n"
+     "buffer (sent with it when the next frame would not fit, on flush(),\n"
+     "close() or before a read waits)."},
     {"send_many", (PyCFunction)send_many, METH_O,
      "send_many($self, frames, /)\n--\n\n"
      "Send every item of an iterable of bytes-like objects as a frame each,\n"
-     "hundreds per system call.  Returns how many frames were sent.  Every\n"
-     "size is checked (FrameTooLarge) before any byte is sent."},
+     "hundreds per system call (or into the write buffer, if they all fit).\n"
+     "Returns how many frames were sent.  Every size is checked\n"
+     "(FrameTooLarge) before any byte is sent.  A failure part way says how\n"
+     "many whole frames left (.sent bytes, .frames_sent)."},
+    {"flush", (PyCFunction)c_flush, METH_NOARGS,
+     "flush($self, /)\n--\n\n"
+     "Send the frames waiting in the write buffer (one system call).  On a\n"
+     "failure the exception says how many bytes and whole frames left\n"
+     "(.sent, .frames_sent); the rest stays waiting (.unsent), so flush()\n"
+     "may be called again and no byte is sent twice."},
     {"receive_all", (PyCFunction)c_receive_all, METH_O,
      "receive_all($self, n, /)\n--\n\nExactly n bytes: buffered ones first."},
     {"receive_into", (PyCFunction)c_receive_into, METH_O,
      "receive_into($self, buffer, /)\n--\n\nFill the writable buffer; return its length."},
     {"send_all", (PyCFunction)c_send_all, METH_O,
-     "send_all($self, data, /)\n--\n\nSend every byte of data (no framing)."},
+     "send_all($self, data, /)\n--\n\n"
+     "Send every byte of data (no framing; never buffered: the frames waiting\n"
+     "in the write buffer go first, in the same system call)."},
     {"fileno", (PyCFunction)c_fileno, METH_NOARGS,
      "fileno($self, /)\n--\n\nThe socket's file descriptor, or -1 once closed."},
     {"close", (PyCFunction)c_close, METH_NOARGS,
      "close($self, /)\n--\n\n"
-     "Close the socket and drop the buffer.  Safe to repeat, and from any\n"
-     "thread: calls in progress on other threads are woken and fail with\n"
-     "ValueError, and the socket is closed when the last of them returns."},
+     "Send the frames waiting in the write buffer, then close the socket and\n"
+     "drop the buffers.  If that send fails, its error is raised -- after the\n"
+     "socket is closed, as io.BufferedWriter.close() does.  Safe to repeat,\n"
+     "and from any thread: calls in progress on other threads are woken and\n"
+     "fail with ValueError, and the socket is closed when the last of them\n"
+     "returns."},
     {"__enter__", (PyCFunction)c_enter, METH_NOARGS, NULL},
     {"__exit__", (PyCFunction)c_exit, METH_VARARGS, NULL},
     {NULL, NULL, 0, NULL},
@@ -886,11 +1321,16 @@ static PyGetSetDef connection_getset[] = {
      "selectors see only the socket, so check this first:\n\n"
      "    if conn.frame_ready or select.select([conn], [], [], t)[0]: ...", NULL},
     {"max_size", (getter)get_max_size, NULL, "The default max_size of read_bytes().", NULL},
+    {"write_buffer", (getter)get_write_buffer, NULL,
+     "The write buffer's size in bytes; 0: none, every send is on the wire\n"
+     "when it returns.", NULL},
+    {"unsent", (getter)get_unsent, NULL,
+     "Bytes of frames handed to a send that wait in the write buffer.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 
 PyDoc_STRVAR(connection_doc,
-"Connection(sock, *, max_size=99999999)\n--\n\n"
+"Connection(sock, *, max_size=99999999, write_buffer=0)\n--\n\n"
 "A socket plus a receive buffer, for fast framed conversations.\n\n"
 "One recv() may bring many frames, so small messages cost one system call\n"
 "per batch; large payloads are received straight into their bytes object;\n"
@@ -903,6 +1343,20 @@ PyDoc_STRVAR(connection_doc,
 "and a timeout loses nothing: received bytes stay buffered and the next\n"
 "read continues.  frame_ready tells whether a frame is already buffered\n"
 "(select() cannot see it).\n\n"
+"write_buffer=N (bytes) makes sends collect whole frames in a buffer that\n"
+"goes out in one system call when the next frame would not fit, on\n"
+"flush(), on close() (and `with`'s exit), and before any read on this\n"
+"Connection touches the socket -- so request/response code never waits\n"
+"for an answer to a request still buffered.  A frame larger than the\n"
+"buffer goes out directly, with what was waiting.  While a read is in\n"
+"progress (a reader thread), sends go straight out.  Choose it, as\n"
+"io.BufferedWriter, for many small sends in a row (65536 is a good size);\n"
+"keep 0 (the default) when each send must be on the wire when it returns,\n"
+"e.g. when the answer is waited for with select() rather than a read (or\n"
+"call flush() first: select() sends nothing).  A failed flush\n"
+"raises from the call that flushed, with .sent and .frames_sent; what did\n"
+"not leave stays in .unsent.  A Connection collected with frames waiting\n"
+"warns (ResourceWarning) and drops them.\n\n"
 "Threads: one thread may read while another sends; a second reader (or\n"
 "sender) waits for the first; a call back into the same direction from the\n"
 "same thread (a signal handler) raises RuntimeError.");
@@ -911,6 +1365,7 @@ static PyType_Slot connection_slots[] = {
     {Py_tp_doc, (void *)connection_doc},
     {Py_tp_new, connection_new},
     {Py_tp_dealloc, connection_dealloc},
+    {Py_tp_finalize, connection_finalize},
     {Py_tp_traverse, connection_traverse},
     {Py_tp_clear, connection_clear},
     {Py_tp_methods, connection_methods},

@@ -536,13 +536,25 @@ sync_advice(const Progress *p)
         : "the stream is no longer on a frame boundary: close the connection";
 }
 
-/* A signal handler (or a wrapped socket's method) raised mid-transfer: its
+/* " (3 whole frames)" after a count of bytes sent, when frames are counted. */
+static const char *
+frames_text(const Progress *p, char *out, size_t size)
+{
+    out[0] = '\0';
+    if (p->counts_frames) {
+        PyOS_snprintf(out, size, " (%zu whole frame%s)", p->frames, p->frames == 1 ? "" : "s");
+    }
+    return out;
+}
+
+/* A signal handler (or a wrapped socket's method) raised mid-transfer, or a
+ * system call failed part way through frames that are counted: the
  * exception goes out unchanged, with a note (3.11+) of how far the transfer
  * got, so that even a Ctrl-C says what was cut. */
 static void
-note_progress(const Progress *p, const char *verb, int unknown)
+note_progress(const Progress *p, const char *how, const char *verb, int unknown)
 {
-    if (p->done == 0 && !unknown) {
+    if (p->done == 0 && !unknown && !p->counts_frames) {
         return;
     }
 #if PY_VERSION_HEX >= 0x030B0000
@@ -550,11 +562,13 @@ note_progress(const Progress *p, const char *verb, int unknown)
     if (exc == NULL) {
         return;
     }
+    char frames[64];
     PyObject *expected = expected_obj(p);
     PyObject *note = expected == NULL ? NULL : PyUnicode_FromFormat(
-        "tcpframe: interrupted after %s %zu of %S bytes of the %s; %s", verb, p->done,
-        expected, p->what,
-        p->kept ? "they stay buffered in the Connection, and the next read continues from them"
+        "tcpframe: %s after %s %zu of %S bytes of the %s%s; %s", how, verb, p->done,
+        expected, p->what, frames_text(p, frames, sizeof frames),
+        p->advice ? p->advice
+        : p->kept ? "they stay buffered in the Connection, and the next read continues from them"
         : unknown ? "and perhaps more (a wrapped socket's sendall() does not say); the "
                     "stream may no longer be on a frame boundary"
         : "the stream is no longer on a frame boundary");
@@ -566,8 +580,29 @@ note_progress(const Progress *p, const char *verb, int unknown)
     Py_XDECREF(r);
     put_exception(exc);
 #else
-    (void)verb;     /* no add_note before 3.11 */
+    (void)how;      /* no add_note before 3.11 */
+    (void)verb;
 #endif
+}
+
+/* .sent (None when unknown) and .frames_sent on the pending exception,
+ * whatever it is.  If it refuses attributes, it still goes out as it is. */
+static void
+attach_progress(const Progress *p, int unknown)
+{
+    PyObject *exc = take_exception();
+    if (exc == NULL) {
+        return;
+    }
+    PyObject *sent = unknown ? Py_NewRef(Py_None) : PyLong_FromSize_t(p->done);
+    PyObject *frames = PyLong_FromSize_t(p->frames);
+    if (sent == NULL || frames == NULL || PyObject_SetAttrString(exc, "sent", sent) < 0 ||
+        PyObject_SetAttrString(exc, "frames_sent", frames) < 0) {
+        PyErr_Clear();
+    }
+    Py_XDECREF(sent);
+    Py_XDECREF(frames);
+    put_exception(exc);
 }
 
 static const char *
@@ -584,7 +619,7 @@ void
 raise_recv_failure(Stream *s, tf_status status, const Progress *p)
 {
     if (status == TF_ABORTED) {
-        note_progress(p, "receiving", 0);
+        note_progress(p, "interrupted", "receiving", 0);
         return;
     }
     if (status == TF_ERRNO) {
@@ -628,44 +663,57 @@ done:
     Py_XDECREF(expected);
 }
 
-void
-raise_send_failure(Stream *s, tf_status status, const Progress *p)
+static void
+raise_send_timeout(Stream *s, const Progress *p)
 {
-    if (status == TF_ABORTED) {
-        note_progress(p, "sending", s->send_unknown);
-        return;
-    }
-    if (status == TF_ERRNO) {
-        errno = s->io.error;
-        PyErr_SetFromErrno(PyExc_OSError);
-        return;
-    }
-    /* TF_EOF cannot come from a send: only a timeout is left. */
     PyObject *expected = expected_obj(p);
     if (expected == NULL) {
         return;
     }
+    char frames[64];
+    frames_text(p, frames, sizeof frames);
     if (s->send_unknown) {
         /* .sent is None: what a failed sendall() moved is not known. */
         PyObject *msg = PyUnicode_FromFormat(
-            "%s inside %.100s.sendall() with %zu of %S bytes of the %s sent before it; how "
+            "%s inside %.100s.sendall() with %zu of %S bytes of the %s sent before it%s; how "
             "much of that call's data left is unknown, so the stream may no longer be "
-            "on a frame boundary: close the connection", timeout_reason(s, 1),
-            Py_TYPE(s->sock)->tp_name, p->done, expected, p->what);
+            "on a frame boundary: %s", timeout_reason(s, 1), Py_TYPE(s->sock)->tp_name,
+            p->done, expected, p->what, frames, p->advice ? p->advice : "close the connection");
         if (msg != NULL) {
             raise_new(s->st->TransferTimeout, "(NOOO)", msg, Py_None, Py_None, expected);
         }
     }
     else {
-        PyObject *msg = PyUnicode_FromFormat("%s after sending %zu of %S bytes of the %s; %s",
+        PyObject *msg = PyUnicode_FromFormat("%s after sending %zu of %S bytes of the %s%s; %s",
                                              timeout_reason(s, 1), p->done, expected, p->what,
-                                             sync_advice(p));
+                                             frames, p->advice ? p->advice : sync_advice(p));
         if (msg != NULL) {
             raise_new(s->st->TransferTimeout, "(NOnO)", msg, Py_None, (Py_ssize_t)p->done,
                       expected);
         }
     }
     Py_DECREF(expected);
+}
+
+void
+raise_send_failure(Stream *s, tf_status status, const Progress *p)
+{
+    if (status == TF_ABORTED) {
+        note_progress(p, "interrupted", "sending", s->send_unknown);
+    }
+    else if (status == TF_ERRNO) {
+        errno = s->io.error;
+        PyErr_SetFromErrno(PyExc_OSError);
+        if (p->counts_frames) {
+            note_progress(p, "failed", "sending", 0);
+        }
+    }
+    else {
+        raise_send_timeout(s, p);   /* TF_EOF cannot come from a send */
+    }
+    if (p->counts_frames) {
+        attach_progress(p, s->send_unknown);
+    }
 }
 
 /* ------------------------------------------------------------- receiving */

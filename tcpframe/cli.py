@@ -457,8 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = commands.add_parser(
         "bench", help="measure tcpframe against the alternatives and plain C",
         description="Benchmark on loopback, one process per side: a plain-C reference, "
-        "tcpframe's functions and Connection, sendall+recv_into, multiprocessing.connection, "
-        "pyzmq (if installed) and the lesson's helpers.",
+        "tcpframe's functions and Connection (send_many, and the natural send_bytes loop "
+        "unbuffered and with write_buffer=65536), sendall+recv_into, "
+        "multiprocessing.connection, pyzmq (if installed) and the lesson's helpers.",
     )
     sub.add_argument("--quick", action="store_true", help="small counts, one round")
     sub.add_argument("--rounds", type=int, help="interleaved rounds (default 5; quick 1)")

@@ -44,4 +44,6 @@ class Connection(_tcpframe.Connection):
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"fd={self.fileno()}, buffered={self.buffered}"
+        if self.write_buffer and not self.closed:
+            state += f", unsent={self.unsent}"
         return f"<tcpframe.Connection {state}>"

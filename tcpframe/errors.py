@@ -84,9 +84,18 @@ class TransferTimeout(_Detailed, socket.timeout):
     ``expected``: the item's size when known.  Unless nothing was transferred,
     the stream is no longer on a frame boundary and the connection should be
     closed; the message says which.
+    ``frames_sent`` (sends of several frames: ``Connection.send_many`` and
+    anything that sends a Connection's write buffer): how many whole frames
+    left, the ones that were waiting in the buffer first; else ``None``.
+    What of a write buffer did not leave stays in it (``Connection.unsent``)
+    and goes out with the next flush, so the stream is not cut.
+
+    A Connection's buffered sends give the same two attributes, ``sent`` and
+    ``frames_sent``, to any other exception that cuts them (an ``OSError``
+    such as ``BrokenPipeError``, a signal handler's ``KeyboardInterrupt``).
     """
 
-    _fields = ("partial", "sent", "expected")
+    _fields = ("partial", "sent", "expected", "frames_sent")
 
     def __init__(
         self,
@@ -94,8 +103,10 @@ class TransferTimeout(_Detailed, socket.timeout):
         partial: Optional[bytes] = None,
         sent: Optional[int] = None,
         expected: Optional[int] = None,
+        frames_sent: Optional[int] = None,
     ) -> None:
         super().__init__(message)
         self.partial = partial
         self.sent = sent
         self.expected = expected
+        self.frames_sent = frames_sent

@@ -20,6 +20,7 @@ def test_core_builds_without_python_and_passes(tmp_path):
         [cc, "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-O1",
          "-I", str(CSRC), str(ROOT / "tests" / "c" / "test_core.c"),
          str(CSRC / "frame_header.c"), str(CSRC / "frame_io.c"), str(CSRC / "frame_decoder.c"),
+         str(CSRC / "frame_outbuf.c"),
          "-pthread", "-o", str(exe)],
         check=True, capture_output=True, text=True, timeout=120,
     )

@@ -60,12 +60,27 @@ def pairs():
     half_closed_w.sendall(b"00000010abc")
     half_closed_w.close()
     stuck, cut = Connection(half_timeout_r), Connection(half_closed_r)
+    e, f = socket.socketpair()
+    wa, wb = Connection(e, write_buffer=4096), Connection(f, write_buffer=4096)
+    # A write buffer that cannot be flushed: the peer's socket is full and
+    # never read, so every flush fails, with .sent and .frames_sent.
+    full_w, full_r = socket.socketpair()
+    full_w.setblocking(False)
+    try:
+        while True:
+            full_w.send(bytes(65536))
+    except BlockingIOError:
+        pass
+    unflushable = Connection(full_w, write_buffer=64)
+    unflushable.send_bytes(b"waits")
     yield {"a": a, "b": b, "ca": ca, "cb": cb, "closed": closed_reader, "empty": empty_reader,
-           "stuck": stuck, "cut": cut}
+           "stuck": stuck, "cut": cut, "wa": wa, "wb": wb, "unflushable": unflushable}
     for s in (a, b, closed_reader, empty_reader, keep, half_timeout_w):
         s.close()
-    for conn in (ca, cb, stuck, cut):
+    for conn in (ca, cb, stuck, cut, wa, wb):
         conn.close()
+    expect(tcpframe.TransferTimeout, unflushable.close)
+    full_r.close()
 
 
 def scenarios(p):
@@ -104,6 +119,9 @@ def scenarios(p):
         "closed mid-frame": lambda: expect(tcpframe.ConnectionClosed, p["cut"].read_bytes),
         "big payload refcount": lambda: (tcpframe.send_bytes(a, PAYLOAD),
                                          tcpframe.receive_into(b, RECEIVED)),
+        "write buffer": lambda: write_buffer_round(p["wa"], p["wb"], frames),
+        "write buffer flush fails": lambda: expect(tcpframe.TransferTimeout,
+                                                   p["unflushable"].flush),
     }
 
 
@@ -111,16 +129,35 @@ PAYLOAD = b"p" * 1000
 RECEIVED = bytearray(1008)
 
 
+def write_buffer_round(wa, wb, frames):
+    """Every path of a write buffer: frames joining it, a frame too large
+    for it going out with what waits, send_all after it, flush(), and a
+    read that sends what waits first."""
+    wa.send_bytes(b"c")
+    wa.send_many(frames)
+    wa.send_bytes(PAYLOAD * 5)
+    [wb.read_bytes() for _ in range(5)]
+    wa.send_bytes(b"d")
+    wa.send_all(b"raw")
+    wb.read_bytes(), wb.receive_all(3)
+    wa.send_bytes(b"ping")
+    wb.send_bytes(b"pong")
+    wb.flush()
+    wa.read_bytes()             # sends "ping" first
+    wb.read_bytes()
+
+
 @pytest.mark.parametrize("name", [
     "send_all+receive_all", "receive_into", "send_bytes+read_bytes", "strings", "objects json",
     "objects pickle", "unsafe pickle refused", "header codec", "bad header", "too large to send",
     "peer closed", "timeout (non-blocking)", "caller mistakes", "wrapped socket", "Connection",
     "Decoder+encode_frame", "Decoder too large", "timeout mid-frame", "closed mid-frame",
-    "big payload refcount",
+    "big payload refcount", "write buffer", "write buffer flush fails",
 ])
 def test_no_growth(pairs, name):
     run = scenarios(pairs)[name]
-    iterations = N if name not in ("objects pickle", "unsafe pickle refused", "Connection") else N // 4
+    slow = ("objects pickle", "unsafe pickle refused", "Connection", "write buffer")
+    iterations = N if name not in slow else N // 4
     # Two windows: the first lets caches and free lists fill (CPython keeps
     # up to 2000 freed 1-tuples, say); a leak keeps growing in the second.
     tracemalloc.start()

@@ -22,6 +22,8 @@ what is tested here.  Reads and closes take no lock.
 """
 import os
 
+import pytest
+
 from crashcheck import run_scenario
 
 SECONDS = float(os.environ.get("TCPFRAME_STRESS_SECONDS", "4"))
@@ -106,7 +108,8 @@ class Slot:
             client.settimeout(1.0)
             server.settimeout(0.5)
             self.gen += 1
-            self.cur = (self.gen, tcpframe.Connection(client), tcpframe.Connection(server))
+            tx = tcpframe.Connection(client, write_buffer=P["write_buffer"])
+            self.cur = (self.gen, tx, tcpframe.Connection(server))
             count("pairs")
 
 
@@ -183,6 +186,8 @@ def sender(k):
                     tx.send_many(frames)
                 else:
                     tx.send_many(iter(frames))      # a generator: send_many's other path
+                if rnd.random() < 0.2:
+                    tx.flush()                      # else they leave when the buffer fills
                 count("frames sent", len(frames))
             except Exception as exc:
                 note("sender", exc)
@@ -235,10 +240,137 @@ report(stats=stats, problems=problems[:10], problem_count=len(problems), hung=hu
 '''
 
 
-def test_readers_senders_and_closers_share_connections():
+BUFFERED_RR = r'''
+import random
+
+SECONDS, SENDERS = P["seconds"], P["senders"]
+problems = []
+stop = threading.Event()
+sent, answered, lock = {}, set(), threading.Lock()
+
+
+def expected_error(exc):
+    if isinstance(exc, tcpframe.FrameError):
+        return False
+    if isinstance(exc, ValueError):
+        return "closed" in str(exc)
+    return isinstance(exc, (tcpframe.ConnectionClosed, OSError))
+
+
+client, server = make_pair()
+client.settimeout(10)
+server.settimeout(10)
+conn = tcpframe.Connection(client, write_buffer=P["buffer"])
+peer = tcpframe.Connection(server, write_buffer=P["buffer"])
+
+
+def echo():
+    # Answers pipelined requests from its buffer; they leave when it runs
+    # out of requests (the read flushes) or the buffer fills.
+    try:
+        for payload in peer:
+            peer.send_bytes(payload[::-1])
+    except Exception as exc:
+        if not expected_error(exc):
+            problems.append("echo: %r" % (exc,))
+
+
+def sender(k):
+    rnd = random.Random(k)
+    seq = 0
+    while not stop.is_set():
+        batch = [b"%d:%d:" % (k, seq + j) + bytes(rnd.choice([0, 5, 50, 500, 5000]))
+                 for j in range(rnd.choice([1, 1, 1, 3, 20]))]
+        with lock:
+            for payload in batch:
+                sent[payload[::-1]] = True
+        seq += len(batch)
+        try:
+            way = rnd.random()
+            if len(batch) == 1 and way < 0.8:
+                conn.send_bytes(batch[0])
+            else:
+                conn.send_many(batch)
+            if way > 0.9:
+                conn.flush()
+        except Exception as exc:
+            if not expected_error(exc):
+                problems.append("sender %d: %r" % (k, exc))
+            return
+        if rnd.random() < 0.05:
+            time.sleep(0.001)
+
+
+def reader():
+    # Reads run between sends, and while senders append: each read sends
+    # what is waiting, or finds a sender doing it.
+    while True:
+        try:
+            payload = conn.read_bytes()
+        except Exception as exc:
+            if not expected_error(exc):
+                problems.append("reader: %r" % (exc,))
+            return
+        with lock:
+            if payload not in sent:
+                problems.append("an answer nobody asked for: %r" % payload[:40])
+            elif payload in answered:
+                problems.append("answered twice: %r" % payload[:40])
+            answered.add(payload)
+
+
+threads = [threading.Thread(target=echo, daemon=True), threading.Thread(target=reader, daemon=True)]
+threads += [threading.Thread(target=sender, args=(k,), daemon=True) for k in range(SENDERS)]
+for t in threads:
+    t.start()
+stop.wait(SECONDS)
+stop.set()
+for t in threads[2:]:
+    t.join(30)
+try:
+    conn.flush()                # the last requests; then every answer must come
+except Exception as exc:
+    problems.append("final flush: %r" % (exc,))
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    with lock:
+        if len(answered) == len(sent):
+            break
+    time.sleep(0.01)
+with lock:
+    missing = len(sent) - len(answered)
+    total = len(sent)
+conn.close()
+threads[1].join(30)
+peer.close()
+threads[0].join(30)
+hung = [t.name for t in threads if t.is_alive()]
+report(total=total, missing=missing, problems=problems[:10], hung=hung)
+'''
+
+
+def test_buffered_request_response_with_threads():
+    """A write-buffered Connection shared by sender threads (send_bytes,
+    send_many, flush) and a reader thread, against a write-buffered echo
+    peer: the read lock and the send lock meet in every order, no request
+    waits in a buffer while its answer is awaited, and every answer comes
+    back whole, once."""
+    for buffer in (1000, 65536):
+        result = run_scenario(BUFFERED_RR, timeout=SECONDS + 120, seconds=SECONDS / 2,
+                              senders=4, buffer=buffer)
+        assert result["problems"] == [], result
+        assert result["hung"] == [], result
+        assert result["missing"] == 0 and result["total"] >= 100, result
+
+
+@pytest.mark.parametrize("write_buffer", [0, 4096])
+def test_readers_senders_and_closers_share_connections(write_buffer):
     """Defects 1, 2, 5, 6 under load: 4 readers, 4 senders, 4 closers on
-    shared Connections; no crash, no torn or crossed frame."""
-    result = run_scenario(STRESS, timeout=SECONDS + 120, seconds=SECONDS, threads=4, slots=2)
+    shared Connections; no crash, no torn or crossed frame.  With a write
+    buffer, closers also close Connections whose buffers hold frames, while
+    a flush may be sending from them."""
+    result = run_scenario(STRESS, timeout=SECONDS + 120, seconds=SECONDS, threads=4, slots=2,
+                          write_buffer=write_buffer)
     stats = result["stats"]
     assert result["problems"] == [], (
         f"{result['problem_count']} problems, first ones: {result['problems']}; stats: {stats}"

@@ -6,7 +6,7 @@ NATIVE_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$NATIVE_DIR/../.." && pwd)
 CSRC=$ROOT/csrc
 HARNESSES=(fuzz_header fuzz_decoder fuzz_io)
-CORE_FILES=(frame_header.c frame_decoder.c frame_io.c)
+CORE_FILES=(frame_header.c frame_decoder.c frame_io.c frame_outbuf.c)
 
 # What the harness and the core are compiled with, whatever the purpose.
 COMMON_CFLAGS=(-std=c11 -D_GNU_SOURCE -g -Wall -Wextra -Werror -I"$CSRC" -I"$NATIVE_DIR")
@@ -112,6 +112,7 @@ build_c_tests() {
     local out=$1
     shift
     "$CLANG" "${COMMON_CFLAGS[@]}" "$@" "$ROOT/tests/c/test_core.c" \
-        "$CSRC/frame_header.c" "$CSRC/frame_io.c" "$CSRC/frame_decoder.c" -pthread \
+        "$CSRC/frame_header.c" "$CSRC/frame_io.c" "$CSRC/frame_decoder.c" \
+        "$CSRC/frame_outbuf.c" -pthread \
         -o "$out/test_core"
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Line and branch coverage of the plain-C core (csrc/frame_header.c,
-# frame_decoder.c, frame_io.c) by the C unit tests (tests/c) and the native
+# frame_decoder.c, frame_io.c, frame_outbuf.c) by the C unit tests (tests/c) and the native
 # fuzzers' corpora, measured with clang's source-based coverage (llvm-cov).
 #
 #   fuzz/native/coverage.sh [options]

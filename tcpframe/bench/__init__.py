@@ -55,15 +55,22 @@ WORKLOADS = [
     Workload("rss", 64 * MIB, 1, 1),
 ]
 
-# In the order of the table.  zmq runs when pyzmq is installed, round trips only.
-IMPLS = ["c", "tcpframe", "connection", "sendall", "mpconn", "zmq", "lesson"]
+# In the order of the table.  zmq runs when pyzmq is installed: round trips
+# (REQ/REP) and streams (DEALER, whose I/O thread batches sends).  The
+# natural loops -- send_bytes once per frame on a Connection, unbuffered and
+# with a write buffer -- run the streams; the buffered one the round trips too
+# (the unbuffered round trip is the "connection" row).
+IMPLS = ["c", "tcpframe", "connection", "conn_loop", "conn_buffered", "sendall", "mpconn",
+         "zmq", "lesson"]
 DESCRIPTIONS = {
     "c": "plain C reference (writev per frame, recv loops)",
     "tcpframe": "tcpframe.send_bytes / read_bytes",
     "connection": "tcpframe.Connection (+ send_many)",
+    "conn_loop": "Connection, send_bytes per frame",
+    "conn_buffered": "Connection(write_buffer=65536), send_bytes",
     "sendall": "Python sock.sendall + recv_into loop",
     "mpconn": "multiprocessing.connection",
-    "zmq": "pyzmq REQ/REP",
+    "zmq": "pyzmq (REQ/REP; DEALER streams)",
     "lesson": "the lesson's hand-typed helpers",
 }
 # The lesson's helpers stall ~40-85 ms a round trip: a few make the point.
@@ -146,7 +153,11 @@ def unit(w: Workload) -> str:
 
 def applies(impl: str, w: Workload, zmq_ok: bool) -> bool:
     if impl == "zmq":
-        return zmq_ok and w.mode == "rr"
+        return zmq_ok and w.mode in ("rr", "stream")
+    if impl == "conn_loop":
+        return w.mode == "stream"
+    if impl == "conn_buffered":
+        return w.mode in ("rr", "stream")
     return True
 
 
@@ -214,6 +225,14 @@ def ratio(value: float, ref: Optional[float]) -> str:
     return f"{value / ref:.2f}x"
 
 
+def versus_zmq(w: dict, impl: str) -> str:
+    """A stream's rate against pyzmq's in the same run (higher is better)."""
+    zmq = w["medians"].get("zmq")
+    if w["mode"] != "stream" or not zmq or impl in ("c", "zmq"):
+        return ""
+    return f"{w['medians'][impl] / zmq:.2f}x zmq"
+
+
 def table(report: dict) -> str:
     lines = [f"machine: {report['machine']}", ""]
     if report["workloads"]:
@@ -229,7 +248,8 @@ def table(report: dict) -> str:
             if impl in medians:
                 value = medians[impl]
                 shown = f"{value:,.0f}" if value >= 1000 else f"{value:,.2f}"
-                lines.append(f"  {DESCRIPTIONS[impl]:<50} {shown:>14}  {ratio(value, ref):>8}")
+                lines.append(f"  {DESCRIPTIONS[impl]:<50} {shown:>14}  {ratio(value, ref):>8}"
+                             f"  {versus_zmq(w, impl)}".rstrip())
         lines.append("")
     if report.get("aio"):
         from . import aio_rows
@@ -282,8 +302,8 @@ def plot(report: dict, path: str) -> None:
         names = [i for i in IMPLS if i in medians]
         # Everything as "times C's speed": higher is better in every panel.
         speed = [(ref / medians[i]) if w["mode"] == "rr" else (medians[i] / ref) for i in names]
-        colors = ["#555555" if i == "c" else "#1f77b4" if i in ("tcpframe", "connection")
-                  else "#bbbbbb" for i in names]
+        colors = ["#555555" if i == "c" else "#1f77b4" if i in (
+            "tcpframe", "connection", "conn_loop", "conn_buffered") else "#bbbbbb" for i in names]
         ax.barh(names, speed, color=colors)
         ax.set_xscale("log")
         ax.axvline(1.0, color="black", linewidth=0.8)

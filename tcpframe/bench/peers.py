@@ -7,6 +7,9 @@ The modes are the C reference's (see c_reference.c): ``rr`` round trips,
 ``stream`` one way then an ack, ``rss`` one frame whose receiver reports its
 peak RSS growth.  Every implementation gets the same payloads, the same
 loopback and no TCP_NODELAY (the C reference needs none: one write a frame).
+An endpoint is (send, recv, send_stream), and may add a fourth item, a
+close() that must run before the socket is closed (a write buffer's last
+frames).
 """
 
 import json
@@ -53,6 +56,16 @@ def tcpframe_connection(sock: socket.socket) -> Endpoint:
     return conn.send_bytes, conn.read_bytes, send_stream
 
 
+def connection_natural(sock: socket.socket, write_buffer: int = 0):
+    # The loop users write: one send_bytes per frame.
+    conn = tcpframe.Connection(sock, write_buffer=write_buffer)
+    return conn.send_bytes, conn.read_bytes, loop_sender(conn.send_bytes), conn.close
+
+
+def connection_buffered(sock: socket.socket):
+    return connection_natural(sock, write_buffer=65536)
+
+
 def lesson_helpers(sock: socket.socket) -> Endpoint:
     # The lesson's send_string, for bytes: header and body in two sends.
     def send(data: bytes) -> None:
@@ -90,6 +103,8 @@ def sendall_recv_into(sock: socket.socket) -> Endpoint:
 SOCKET_IMPLS: Dict[str, Callable[[socket.socket], Endpoint]] = {
     "tcpframe": tcpframe_functions,
     "connection": tcpframe_connection,
+    "conn_loop": connection_natural,
+    "conn_buffered": connection_buffered,
     "lesson": lesson_helpers,
     "sendall": sendall_recv_into,
 }
@@ -103,7 +118,7 @@ def peak_rss() -> int:
 
 
 def serve_endpoint(endpoint: Endpoint, mode: str) -> None:
-    send, recv, _ = endpoint
+    send, recv = endpoint[0], endpoint[1]
     if mode == "rr":
         try:
             while True:
@@ -122,7 +137,7 @@ def serve_endpoint(endpoint: Endpoint, mode: str) -> None:
 
 
 def run_client(endpoint: Endpoint, mode: str, size: int, count: int) -> dict:
-    send, recv, send_stream = endpoint
+    send, recv, send_stream = endpoint[:3]
     payload = bytes(size)
     if mode == "rr":
         samples = []
@@ -147,12 +162,19 @@ def socket_server(impl: str, mode: str) -> None:
         print(listener.getsockname()[1], flush=True)
         conn, _ = listener.accept()
     with conn:
-        serve_endpoint(SOCKET_IMPLS[impl](conn), mode)
+        endpoint = SOCKET_IMPLS[impl](conn)
+        serve_endpoint(endpoint, mode)
+        if len(endpoint) > 3:
+            endpoint[3]()
 
 
 def socket_client(impl: str, mode: str, port: int, size: int, count: int) -> dict:
     with socket.create_connection(("127.0.0.1", port)) as sock:
-        return run_client(SOCKET_IMPLS[impl](sock), mode, size, count)
+        endpoint = SOCKET_IMPLS[impl](sock)
+        result = run_client(endpoint, mode, size, count)
+        if len(endpoint) > 3:
+            endpoint[3]()
+        return result
 
 
 # -- multiprocessing.connection: its own 4-byte framing ------------------
@@ -178,25 +200,34 @@ def mp_client(mode: str, port: int, size: int, count: int) -> dict:
         return run_client(mp_endpoint(conn), mode, size, count)
 
 
-# -- pyzmq REQ/REP (round trips only), when installed --------------------
+# -- pyzmq, when installed: REQ/REP round trips, DEALER streams -----------
+# A DEALER's send() queues the message for zmq's I/O thread, which writes
+# many at a time: the batching a natural loop gets from pyzmq for free.
 
 
 def zmq_server(mode: str) -> None:
     import zmq
 
     ctx = zmq.Context()
-    rep = ctx.socket(zmq.REP)
-    port = rep.bind_to_random_port("tcp://127.0.0.1")
+    sock = ctx.socket(zmq.REP if mode == "rr" else zmq.DEALER)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
     print(port, flush=True)
     try:
+        if mode == "stream":
+            frames = 0
+            while len(sock.recv(copy=False)) > 0:
+                frames += 1
+            sock.send(str(frames).encode())
+            return
         while True:
-            message = rep.recv(copy=False)
+            message = sock.recv(copy=False)
             if len(message) == 1 and message.bytes == b"!":
-                rep.send(b"")
+                sock.send(b"")
                 return  # the client is done
-            rep.send(message, copy=False)
+            sock.send(message, copy=False)
     finally:
-        rep.close(linger=0)
+        # A stream's answer is still queued: let the I/O thread send it.
+        sock.close(linger=5000 if mode == "stream" else 0)
         ctx.term()
 
 
@@ -204,16 +235,17 @@ def zmq_client(mode: str, port: int, size: int, count: int) -> dict:
     import zmq
 
     ctx = zmq.Context()
-    req = ctx.socket(zmq.REQ)
-    req.connect(f"tcp://127.0.0.1:{port}")
+    sock = ctx.socket(zmq.REQ if mode == "rr" else zmq.DEALER)
+    sock.connect(f"tcp://127.0.0.1:{port}")
     try:
-        endpoint = (req.send, req.recv, loop_sender(req.send))
+        endpoint = (sock.send, sock.recv, loop_sender(sock.send))
         result = run_client(endpoint, mode, size, count)
-        req.send(b"!")
-        req.recv()
+        if mode == "rr":
+            sock.send(b"!")
+            sock.recv()
         return result
     finally:
-        req.close(linger=0)
+        sock.close(linger=0)
         ctx.term()
 
 

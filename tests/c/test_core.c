@@ -12,6 +12,8 @@
 #include "frame_decoder.h"
 #include "frame_header.h"
 #include "frame_io.h"
+#include "frame_outbuf.h"
+#include <stdint.h>
 
 static int passed, failed;
 #define CHECK(cond) do { if (cond) passed++; else { failed++; \
@@ -182,6 +184,101 @@ test_decoder_errors(void)
     tf_decoder_free(&d);
 }
 
+static void
+test_outbuf_limits(void)
+{
+    tf_outbuf b;
+    tf_outbuf_init(&b, TF_HEADER_SIZE + 3);
+    CHECK(b.data == NULL && b.len == 0);        /* no memory until a frame comes */
+    CHECK(tf_outbuf_fits(&b, 3) && !tf_outbuf_fits(&b, 4));
+    CHECK(tf_outbuf_add(&b, "abcd", 4) == -1 && b.len == 0);
+    CHECK(tf_outbuf_add(&b, "", 0) == 0 && b.len == TF_HEADER_SIZE && b.frames == 1);
+    CHECK(memcmp(b.data, "00000000", 8) == 0);
+    CHECK(!tf_outbuf_fits(&b, 0));              /* 3 bytes left: not even a header */
+    CHECK(tf_outbuf_add(&b, "", 0) == -1 && b.frames == 1);
+    tf_outbuf_consume(&b, 0);
+    CHECK(b.len == TF_HEADER_SIZE && b.frames == 1 && b.cut == 0);
+    CHECK(tf_outbuf_frames_within(&b, 0) == 0 && tf_outbuf_frames_within(&b, 8) == 1);
+    tf_outbuf_consume(&b, 8);
+    CHECK(b.len == 0 && b.frames == 0);
+    CHECK(tf_outbuf_add(&b, "abc", 3) == 0 && memcmp(b.data, "00000003abc", 11) == 0);
+    tf_outbuf_free(&b);
+    CHECK(b.data == NULL && b.len == 0 && b.frames == 0 && b.cap == TF_HEADER_SIZE + 3);
+
+    /* No capacity at all: nothing fits. */
+    tf_outbuf_init(&b, 0);
+    CHECK(!tf_outbuf_fits(&b, 0) && tf_outbuf_add(&b, "", 0) == -1);
+    /* A capacity too large to allocate, and a payload no header can announce:
+     * refused, nothing added (and the size checked before any allocation). */
+    tf_outbuf_init(&b, SIZE_MAX);
+    CHECK(tf_outbuf_add(&b, "", TF_MAX_SIZE + 1) == -1 && b.data == NULL);
+    CHECK(tf_outbuf_add(&b, "x", 1) == -1 && b.data == NULL && b.len == 0 && b.frames == 0);
+    tf_outbuf_free(&b);
+}
+
+/* A model check: frames of many sizes added, and sends that move any number
+ * of bytes -- in the middle of a header, of a payload, on a boundary -- taken
+ * off the front.  What is taken off must be exactly the encoded stream, in
+ * order, and the frames counted must be those whose last byte it held. */
+static void
+test_outbuf_partial_sends(void)
+{
+    enum { CAP = 200, TOTAL = 20000 };
+    unsigned char *expected = malloc(TOTAL + 128), *got = malloc(TOTAL + 128);
+    size_t *ends = malloc(sizeof(size_t) * TOTAL);  /* stream offsets where frames end */
+    size_t nexp = 0, ngot = 0, nends = 0, counted = 0, added = 0;
+    unsigned seed = 12345;
+    int wrong = 0;
+    tf_outbuf b;
+    tf_outbuf_init(&b, CAP);
+    while (ngot < TOTAL) {
+        seed = seed * 1103515245u + 12345u;
+        size_t size = (seed >> 16) % 60;
+        if (nexp < TOTAL && tf_outbuf_fits(&b, size)) {
+            unsigned char payload[60];
+            for (size_t i = 0; i < size; i++) {
+                payload[i] = (unsigned char)(nexp + i);
+            }
+            wrong += tf_outbuf_add(&b, payload, size) != 0;
+            tf_encode_header(size, expected + nexp);
+            memcpy(expected + nexp + TF_HEADER_SIZE, payload, size);
+            nexp += TF_HEADER_SIZE + size;
+            ends[nends++] = nexp;
+            added++;
+            if ((seed >> 8) % 3 != 0) {
+                continue;
+            }
+        }
+        /* A send that moves n of the waiting bytes. */
+        size_t n = b.len == 0 ? 0 : (seed >> 4) % (b.len + 1);
+        size_t in_model = 0;
+        for (size_t i = 0; i < nends; i++) {
+            in_model += ends[i] > ngot && ends[i] <= ngot + n;
+        }
+        wrong += tf_outbuf_frames_within(&b, n) != in_model;
+        if (n > 0) {
+            memcpy(got + ngot, b.data, n);
+        }
+        ngot += n;
+        counted += in_model;
+        tf_outbuf_consume(&b, n);
+        wrong += b.frames != added - counted;
+        if (nexp >= TOTAL && b.len > 0) {
+            memcpy(got + ngot, b.data, b.len);     /* the last send takes it all */
+            counted += tf_outbuf_frames_within(&b, b.len);
+            ngot += b.len;
+            tf_outbuf_consume(&b, b.len);
+        }
+    }
+    CHECK(wrong == 0);
+    CHECK(ngot == nexp && memcmp(got, expected, nexp) == 0);
+    CHECK(counted == added && b.len == 0 && b.frames == 0 && b.cut == 0);
+    tf_outbuf_free(&b);
+    free(expected);
+    free(got);
+    free(ends);
+}
+
 int
 main(void)
 {
@@ -190,6 +287,8 @@ main(void)
     test_deadline_eof_and_errors();
     test_decoder_every_split();
     test_decoder_errors();
+    test_outbuf_limits();
+    test_outbuf_partial_sends();
     printf("%d passed, %d failed\n", passed, failed);
     return failed != 0;
 }
