@@ -7,9 +7,12 @@ server).  RateLimitedLog lets through `burst` messages of each kind per
 """
 
 import logging
+import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Tuple
+
+from .errors import ConnectionClosed, FrameError
 
 __all__ = ["RateLimitedLog"]
 
@@ -57,3 +60,21 @@ class RateLimitedLog:
         """How many messages are counted but not logged yet (all kinds)."""
         with self._lock:
             return sum(window[2] for window in self._windows.values())
+
+    def client_error(self, peer: Any, exc: BaseException,
+                     timeouts: Tuple[type, ...] = (socket.timeout,)) -> None:
+        """Log what a client did to its handler, one kind per line of logging:
+        hung up mid-message, a bad frame, too slow (any of ``timeouts``),
+        another connection error.  A clean hang-up is at DEBUG."""
+        if isinstance(exc, ConnectionClosed):
+            if exc.expected is None:
+                self.logger.debug("%s closed: %s", peer, exc)
+            else:
+                self.log(logging.INFO, "disconnected mid-message",
+                         "%s disconnected mid-message: %s", peer, exc)
+        elif isinstance(exc, FrameError):
+            self.log(logging.WARNING, "bad frame", "%s sent a bad frame, closing it: %s", peer, exc)
+        elif isinstance(exc, timeouts):
+            self.log(logging.INFO, "too slow", "%s too slow, closing it: %s", peer, exc)
+        else:
+            self.log(logging.INFO, "connection error", "%s connection error: %s", peer, exc)

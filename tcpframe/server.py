@@ -33,7 +33,7 @@ from .connection import Connection
 from ._listen import listening_socket
 from ._ratelog import RateLimitedLog
 from ._tcpframe import MAX_SIZE
-from .errors import ConnectionClosed, FrameError, TransferTimeout
+from .errors import ConnectionClosed, FrameError
 
 __all__ = ["Server", "Handler"]
 
@@ -218,7 +218,7 @@ class Server:
                 # We cut it off (shutdown): the client did nothing wrong.
                 log.debug("%s closed by the shutdown: %s", address, exc)
             else:
-                self._log_client_error(address, exc)
+                self._client_log.client_error(address, exc)
         except Exception:
             self._client_log.log(logging.ERROR, "handler failed",
                            "handler failed for %s; closing that client", address, exc_info=True)
@@ -226,24 +226,6 @@ class Server:
             with self._lock:
                 self._clients.pop(conn, None)
             _lingering_close(conn)
-
-    def _log_client_error(self, address: Tuple[Any, ...], exc: BaseException) -> None:
-        """What a client did to its handler, at most so many lines a kind."""
-        if isinstance(exc, ConnectionClosed):
-            if exc.expected is None:
-                log.debug("%s closed the connection", address)
-            else:
-                self._client_log.log(logging.INFO, "disconnected mid-message",
-                                     "%s disconnected mid-message: %s", address, exc)
-        elif isinstance(exc, FrameError):
-            self._client_log.log(logging.WARNING, "bad frame",
-                                 "%s sent a bad frame, closing it: %s", address, exc)
-        elif isinstance(exc, TransferTimeout):
-            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s",
-                                 address, exc)
-        else:
-            self._client_log.log(logging.INFO, "connection error",
-                                 "%s connection error: %s", address, exc)
 
     def _close_everything(self, timeout: float = 10.0) -> None:
         self._stopping.set()

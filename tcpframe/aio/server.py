@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from .._listen import listening_socket
 from .._ratelog import RateLimitedLog
 from .._tcpframe import MAX_SIZE, encode_frame
-from ..errors import ConnectionClosed, FrameError, TransferTimeout
+from ..errors import ConnectionClosed, FrameError
 from .stream import LINGER_SECONDS, Handler, _Protocol
 
 __all__ = [
@@ -375,7 +375,7 @@ class FrameServer:
                 # We cut it off (close()): the client did nothing wrong.
                 log.debug("%s closed by the shutdown: %s", peer, exc)
             else:
-                self._log_client_error(peer, exc)
+                self._client_log.client_error(peer, exc, (socket.timeout, asyncio.TimeoutError))
         except asyncio.CancelledError:
             if not self._closing:
                 raise
@@ -385,23 +385,6 @@ class FrameServer:
                                  exc_info=True)
         finally:
             protocol._close("the handler returned")
-
-    def _log_client_error(self, peer: Any, exc: BaseException) -> None:
-        """What a client did to its handler, at most so many lines a kind."""
-        if isinstance(exc, ConnectionClosed):
-            if exc.expected is None:
-                log.debug("%s closed: %s", peer, exc)
-            else:
-                self._client_log.log(logging.INFO, "disconnected mid-message",
-                                     "%s disconnected mid-message: %s", peer, exc)
-        elif isinstance(exc, FrameError):
-            self._client_log.log(logging.WARNING, "bad frame",
-                                 "%s sent a bad frame, closing it: %s", peer, exc)
-        elif isinstance(exc, (TransferTimeout, asyncio.TimeoutError)):
-            self._client_log.log(logging.INFO, "too slow", "%s too slow, closing it: %s", peer, exc)
-        else:
-            self._client_log.log(logging.INFO, "connection error",
-                                 "%s connection error: %s", peer, exc)
 
     # -- budgets ------------------------------------------------------------------
 
