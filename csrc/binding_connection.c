@@ -66,6 +66,8 @@ typedef struct {
     call_lock reading, sending;
     int users;               /* calls between enter() and leave() */
     int closed;              /* close() was called */
+    int waking;              /* close() is in wake_users(): a wrapped socket's
+                                shutdown() calling close() again does nothing */
 } Connection;
 
 int
@@ -94,6 +96,16 @@ raise_closed_during(const char *method)
                  method);
     if (cause != NULL) {
         PyObject *exc = take_exception();
+        /* A buffered send's progress, from the error that cut it: the caller
+         * must learn how much left, whichever exception it catches. */
+        static const char *const progress[] = {"sent", "frames_sent"};
+        for (size_t i = 0; i < sizeof progress / sizeof progress[0]; i++) {
+            PyObject *v = PyObject_GetAttrString(cause, progress[i]);
+            if (v == NULL || PyObject_SetAttrString(exc, progress[i], v) < 0) {
+                PyErr_Clear();
+            }
+            Py_XDECREF(v);
+        }
         PyException_SetCause(exc, cause);
         put_exception(exc);
     }
@@ -663,7 +675,10 @@ send_frame_buffered(Connection *c, Stream *s, const char *data, Py_ssize_t len)
         if (!wants_direct(c) && tf_outbuf_fits(&c->out, (size_t)len)) {
             return buffer_frame(c, data, len);
         }
-        if (wants_direct(c) || c->out.len == 0) {
+        /* With what is waiting, in one call: a frame that can never fit,
+         * sent after a separate flush, would wait for its ACK (Nagle). */
+        if (wants_direct(c) || c->out.len == 0 || c->out.cap < TF_HEADER_SIZE ||
+            (size_t)len > c->out.cap - TF_HEADER_SIZE) {
             unsigned char header[TF_HEADER_SIZE];
             tf_encode_header((size_t)len, header);      /* len was checked */
             struct iovec iov[3] = {{NULL, 0}, {header, TF_HEADER_SIZE},
@@ -676,6 +691,13 @@ send_frame_buffered(Connection *c, Stream *s, const char *data, Py_ssize_t len)
         /* It would fit once what is waiting has gone.  If that fails, this
          * frame is neither sent nor buffered: the exception says so. */
         if (flush_locked(c, s, 0, "this call's frame") < 0) {
+            return -1;
+        }
+        /* The flush released the GIL (or ran a wrapped socket's code): a
+         * close() meanwhile freed the buffer, or will; the frame must not
+         * join it and be dropped unseen. */
+        if (c->closed) {
+            raise_closed_during("send_bytes");
             return -1;
         }
     }
@@ -874,6 +896,14 @@ connection_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
                                      &max_size_obj, &write_buffer_obj) ||
         max_size_arg(max_size_obj, (Py_ssize_t)TF_MAX_SIZE, &max_size) < 0 ||
         size_arg(write_buffer_obj, "write_buffer", 0, &write_buffer) < 0) {
+        return NULL;
+    }
+    if ((size_t)write_buffer > TF_MAX_SIZE + TF_HEADER_SIZE) {
+        /* Not clamped: each send would then fail to allocate it. */
+        PyErr_Format(PyExc_ValueError,
+                     "write_buffer=%zd is larger than the largest frame (%zu bytes with its "
+                     "header); a buffer that large batches nothing more (65536 is plenty)",
+                     write_buffer, (size_t)(TF_MAX_SIZE + TF_HEADER_SIZE));
         return NULL;
     }
     module_state *st = state_from_type(type, connection_new);
@@ -1144,9 +1174,11 @@ c_close(Connection *c, PyObject *unused)
         Py_RETURN_NONE;
     }
     int failed = 0;
-    if (c->users > 0) {
+    if (c->users > 0 && !c->waking) {
         c->users++;
+        c->waking = 1;
         failed = wake_users(c);
+        c->waking = 0;
         c->users--;
     }
     if (c->users == 0) {    /* else the last of them closes the socket */

@@ -434,3 +434,121 @@ def test_sends_while_a_reader_thread_waits_go_straight_out(tcp_pair, background)
     assert answers == [b"request %d" % i for i in range(100)]
     conn.close()
     echoer.join()
+
+
+# -- found by an attacker's review ----------------------------------------------------
+
+
+def test_a_frame_larger_than_the_buffer_leaves_with_what_waits(tcp_pair):
+    """One system call, not a flush and then the frame: on a connection
+    without TCP_NODELAY the second would wait for an ACK (40 ms)."""
+    client, server = tcp_pair
+    calls = []
+
+    class Counting(SocketSubclass):
+        def sendall(self, data, *args):
+            calls.append(bytes(data))
+            return super().sendall(data, *args)
+
+    sock = Counting(fileno=client.detach())
+    with Connection(sock, write_buffer=64) as conn:
+        conn.send_bytes(b"small")
+        conn.send_bytes(b"L" * 100)              # larger than the whole buffer
+        assert len(calls) == 1 and calls[0].startswith(b"00000005small00000100L")
+        conn.send_bytes(b"x" * 50)               # fits once what waits is gone: as before
+        conn.send_bytes(b"y" * 50)
+    assert peer_frames(server) == [b"small", b"L" * 100, b"x" * 50, b"y" * 50]
+
+
+def test_close_during_the_flush_that_makes_room_is_not_a_silent_loss(tcp_pair):
+    """close() (another thread's, a signal handler's: here a wrapped
+    socket's sendall) while a send flushes to make room: that send's frame
+    can no longer leave, and the send says so instead of returning."""
+    client, server = tcp_pair
+    hook = []
+
+    class Closing(SocketSubclass):
+        def sendall(self, data, *args):
+            result = super().sendall(data, *args)
+            while hook:
+                hook.pop()()
+            return result
+
+    conn = Connection(Closing(fileno=client.detach()), write_buffer=32)
+    conn.send_bytes(b"aaaa")
+    conn.send_bytes(b"bbbb")                     # 24 bytes waiting
+    hook.append(conn.close)
+    with pytest.raises(ValueError, match="cut short"):
+        conn.send_bytes(b"0123456789")           # 18 bytes: must flush first
+    assert conn.closed
+    assert peer_frames(server) == [b"aaaa", b"bbbb"]
+
+
+def test_the_cut_short_error_carries_the_progress(tcp_pair):
+    client, server = tcp_pair
+
+    class Closing(SocketSubclass):
+        def sendall(self, data, *args):
+            conn.close()
+            raise BrokenPipeError(32, "Broken pipe")
+
+    conn = Connection(Closing(fileno=client.detach()), write_buffer=1000)
+    conn.send_many([b"a", b"b", b"c"])
+    with pytest.raises(ValueError, match="cut short") as info:
+        conn.flush()
+    cause = info.value.__cause__
+    assert (info.value.sent, info.value.frames_sent) == (cause.sent, cause.frames_sent)
+
+
+def test_close_from_a_wrapped_shutdown_does_not_recurse(tcp_pair):
+    """close() wakes a blocked read through the wrapper's shutdown(); a
+    wrapper whose shutdown() calls close() again must not recurse (it did,
+    to RecursionError, and the socket was never shut down)."""
+    client, server = tcp_pair
+
+    class Wrapper:       # not a socket.socket: driven through its methods
+        def __init__(self, sock):
+            self.sock = sock
+
+        def recv_into(self, buffer, nbytes=0):
+            return self.sock.recv_into(buffer, nbytes)
+
+        def sendall(self, data):
+            return self.sock.sendall(data)
+
+        def gettimeout(self):
+            return self.sock.gettimeout()
+
+        def fileno(self):
+            return self.sock.fileno()
+
+        def close(self):
+            self.sock.close()
+
+        def shutdown(self, how):
+            conn.close()                     # a no-op while close() wakes
+            self.sock.shutdown(how)
+
+    conn = Connection(Wrapper(client))
+    got = []
+
+    def reader():
+        try:
+            conn.read_bytes()
+        except Exception as exc:  # what it raised is the point
+            got.append(exc)
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    time.sleep(0.2)                          # blocked in recv
+    conn.close()
+    t.join(10)
+    assert not t.is_alive()
+    assert got and isinstance(got[0], ValueError) and "cut short" in str(got[0]), got
+
+
+@pytest.mark.parametrize("value", [2 ** 31, 2 ** 62, tcpframe.MAX_SIZE + tcpframe.HEADER_SIZE + 1])
+def test_a_write_buffer_larger_than_any_frame_is_refused(tcp_pair, value):
+    with pytest.raises(ValueError, match="larger than the largest frame"):
+        Connection(tcp_pair[0], write_buffer=value)
+    Connection(tcp_pair[0], write_buffer=tcpframe.MAX_SIZE + tcpframe.HEADER_SIZE).close()
