@@ -158,9 +158,14 @@ def check_objects(fdp, a, b):
         plain = (type(None), bool, int, float, complex, str, bytes, bytearray, list, tuple,
                  dict, set, frozenset)
         stack = [obj]
+        seen = set()      # a list may hold itself: visit each container once
         while stack:
             item = stack.pop()
             assert isinstance(item, plain), type(item)
+            if isinstance(item, (list, dict, set, frozenset, tuple)):
+                if id(item) in seen:
+                    continue
+                seen.add(id(item))
             if isinstance(item, dict):
                 stack.extend(item.keys())
                 stack.extend(item.values())
